@@ -1,0 +1,27 @@
+# Each target does its own set-up: .venv is created or updated when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint demo clean-demo test-integration
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@# The CPU build of torch unless a CUDA driver is present (an unpinned torch pulls a multi-GB CUDA build).
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+		$(PY) -m pip install -q 'torch>=2.4,<=2.14.1'; \
+	else \
+		$(PY) -m pip install -q torch==2.13.0; \
+	fi
+	@$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -m "not integration"
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .

@@ -1,0 +1,1 @@
+"""dataworth ledger package."""

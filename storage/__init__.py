@@ -1,0 +1,1 @@
+"""dataworth storage package."""

@@ -1,0 +1,1 @@
+"""dataworth valuation package."""
