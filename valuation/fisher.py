@@ -1,0 +1,184 @@
+"""The projected (empirical) Fisher per module and its damped inverse."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+Layout = Sequence[tuple[str, int, int]]
+
+
+def layout_slices(layout: Layout) -> list[tuple[str, slice]]:
+    """``[(module_name, slice of the vector)]`` for a layout ``[(name, k_out, k_in)]``."""
+    out, start = [], 0
+    for name, k_out, k_in in layout:
+        out.append((name, slice(start, start + k_out * k_in)))
+        start += k_out * k_in
+    return out
+
+
+def layout_dim(layout: Layout) -> int:
+    return sum(k_out * k_in for _, k_out, k_in in layout)
+
+
+class ProjectedFisher:
+    """Mergeable sums ``S_l = Σ_n g_n,l g_n,lᵀ`` and the count ``N``; ``H_l = S_l / N``.
+
+    Rows are buffered and folded in blocks of ``block_rows``: the outer products run as one
+    well-shaped matmul in the rows' dtype, and the running sums are float64, so shards summed
+    in any order agree to float64 rounding.
+    """
+
+    def __init__(self, layout: Layout, block_rows: int = 256) -> None:
+        self.layout = [tuple(entry) for entry in layout]
+        self.slices = layout_slices(self.layout)
+        self.dim = layout_dim(self.layout)
+        self.block_rows = block_rows
+        self.count = 0
+        self._sums: dict[str, torch.Tensor] = {}
+        self._pending: list[torch.Tensor] = []
+        self._pending_rows = 0
+
+    def update(self, g: torch.Tensor) -> None:
+        """Add examples ``g`` of shape ``(batch, dim)``."""
+        if g.dim() != 2 or g.shape[1] != self.dim:
+            raise ValueError(f"expected gradients of shape (batch, {self.dim}), got {tuple(g.shape)}")
+        self._pending.append(g.detach())
+        self._pending_rows += g.shape[0]
+        self.count += g.shape[0]
+        if self._pending_rows >= self.block_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        rows = torch.cat(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending, self._pending_rows = [], 0
+        for name, sl in self.slices:
+            block = rows[:, sl]
+            prod = (block.T @ block).double()
+            if name in self._sums:
+                self._sums[name] += prod.to(self._sums[name].device)
+            else:
+                self._sums[name] = prod
+
+    def merge(self, other: ProjectedFisher) -> ProjectedFisher:
+        """Add another shard's sums into this one (exact: sums and counts add)."""
+        if list(other.layout) != list(self.layout):
+            raise ValueError("cannot merge Fisher sums with different layouts")
+        self._flush()
+        other._flush()
+        for name, _ in self.slices:
+            if name in other._sums:
+                theirs = other._sums[name]
+                if name in self._sums:
+                    self._sums[name] += theirs.to(self._sums[name].device)
+                else:
+                    self._sums[name] = theirs.clone()
+        self.count += other.count
+        return self
+
+    def sum(self, name: str) -> torch.Tensor:
+        """``S_l`` ``(k_l, k_l)`` float64."""
+        self._flush()
+        k = next(k_out * k_in for n, k_out, k_in in self.layout if n == name)
+        return self._sums.get(name, torch.zeros(k, k, dtype=torch.float64))
+
+    def matrix(self, name: str) -> torch.Tensor:
+        """``H_l = S_l / N`` ``(k_l, k_l)`` float64."""
+        if self.count == 0:
+            raise ValueError("the Fisher has seen no examples")
+        return self.sum(name) / self.count
+
+    def preconditioner(
+        self, damping_ratio: float = 0.1, damping: Mapping[str, float] | float | None = None
+    ) -> Preconditioner:
+        """Per module ``(H_l + λ_l I)^-1`` with ``λ_l = damping_ratio × mean eigenvalue of H_l``.
+
+        ``damping`` overrides ``λ`` (one value for all modules, or per module name).
+        """
+        eigvals, eigvecs, lambdas = {}, {}, {}
+        for name, _ in self.slices:
+            vals, vecs = torch.linalg.eigh(self.matrix(name).cpu())
+            vals = vals.clamp_min(0.0)  # tiny negative values are rounding
+            if damping is None:
+                lam = damping_ratio * float(vals.mean())
+            elif isinstance(damping, Mapping):
+                lam = float(damping[name])
+            else:
+                lam = float(damping)
+            if lam <= 0:
+                raise ValueError(f"damping of {name} is {lam}: H is zero there (no examples reached it?)")
+            eigvals[name], eigvecs[name], lambdas[name] = vals, vecs, lam
+        return Preconditioner(self.layout, eigvals, eigvecs, lambdas)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        self._flush()
+        state = {f"{name}/sum": self.sum(name).cpu() for name, _ in self.slices}
+        state["count"] = torch.tensor(self.count, dtype=torch.int64)
+        return state
+
+    @classmethod
+    def from_state_dict(cls, layout: Layout, state: Mapping[str, torch.Tensor]) -> ProjectedFisher:
+        fisher = cls(layout)
+        fisher.count = int(state["count"])
+        fisher._sums = {name: state[f"{name}/sum"].double().clone() for name, _ in fisher.slices}
+        return fisher
+
+
+class Preconditioner:
+    """Applies ``(H_l + λ_l I)^-1`` module by module to ``(batch, dim)`` vectors."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        eigvals: Mapping[str, torch.Tensor],
+        eigvecs: Mapping[str, torch.Tensor],
+        damping: Mapping[str, float],
+    ) -> None:
+        self.layout = [tuple(entry) for entry in layout]
+        self.slices = layout_slices(self.layout)
+        self.dim = layout_dim(self.layout)
+        self.eigvals = dict(eigvals)
+        self.eigvecs = dict(eigvecs)
+        self.damping = dict(damping)
+        self._inverse: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
+
+    def inverse(self, name: str, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
+        """``(H_l + λ_l I)^-1`` as ``(k_l, k_l)``, built once per dtype and device."""
+        device = torch.device(device or "cpu")
+        key = (name, dtype, device)
+        if key not in self._inverse:
+            vecs, vals = self.eigvecs[name], self.eigvals[name]
+            inv = (vecs / (vals + self.damping[name])) @ vecs.T
+            self._inverse[key] = inv.to(device=device, dtype=dtype)
+        return self._inverse[key]
+
+    def __call__(self, q: torch.Tensor) -> torch.Tensor:
+        """Preconditioned ``q`` ``(batch, dim)``: the few query vectors, never the many train ones."""
+        if q.dim() != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"expected vectors of shape (batch, {self.dim}), got {tuple(q.shape)}")
+        out = torch.empty_like(q)
+        for name, sl in self.slices:
+            # H is symmetric, so q_l @ inv equals (inv @ q_lᵀ)ᵀ.
+            out[:, sl] = q[:, sl] @ self.inverse(name, q.dtype, q.device)
+        return out
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = {}
+        for name, _ in self.slices:
+            state[f"{name}/eigvals"] = self.eigvals[name].cpu()
+            state[f"{name}/eigvecs"] = self.eigvecs[name].cpu().contiguous()
+            state[f"{name}/damping"] = torch.tensor(self.damping[name], dtype=torch.float64)
+        return state
+
+    @classmethod
+    def from_state_dict(cls, layout: Layout, state: Mapping[str, torch.Tensor]) -> Preconditioner:
+        names = [name for name, _, _ in layout]
+        return cls(
+            layout,
+            {n: state[f"{n}/eigvals"].double() for n in names},
+            {n: state[f"{n}/eigvecs"].double() for n in names},
+            {n: float(state[f"{n}/damping"]) for n in names},
+        )
