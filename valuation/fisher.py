@@ -25,18 +25,25 @@ def layout_dim(layout: Layout) -> int:
 class ProjectedFisher:
     """Mergeable sums ``S_l = Σ_n g_n,l g_n,lᵀ`` and the count ``N``; ``H_l = S_l / N``.
 
-    Rows are buffered and folded in blocks of ``block_rows``: the outer products run as one
-    well-shaped matmul in the rows' dtype, and the running sums are float64, so shards summed
-    in any order agree to float64 rounding.
+    Rows are buffered and folded ``block_rows`` at a time as matmuls over the upper block
+    triangle only (``S_l`` is symmetric: ~40% fewer FLOPs than the full product) into a running
+    sum in the rows' dtype, which is added into float64 totals every ``fold_rows`` rows. Shards
+    summed in any order therefore agree to float64 rounding of float32 partial sums.
     """
 
-    def __init__(self, layout: Layout, block_rows: int = 256) -> None:
+    def __init__(
+        self, layout: Layout, block_rows: int = 256, fold_rows: int = 16384, tile: int = 1024
+    ) -> None:
         self.layout = [tuple(entry) for entry in layout]
         self.slices = layout_slices(self.layout)
         self.dim = layout_dim(self.layout)
         self.block_rows = block_rows
+        self.fold_rows = fold_rows
+        self.tile = tile
         self.count = 0
-        self._sums: dict[str, torch.Tensor] = {}
+        self._sums: dict[str, torch.Tensor] = {}  # float64, full symmetric
+        self._partial: dict[str, torch.Tensor] = {}  # rows' dtype, upper block triangle only
+        self._partial_rows = 0
         self._pending: list[torch.Tensor] = []
         self._pending_rows = 0
 
@@ -48,27 +55,55 @@ class ProjectedFisher:
         self._pending_rows += g.shape[0]
         self.count += g.shape[0]
         if self._pending_rows >= self.block_rows:
-            self._flush()
+            self._accumulate()
+            if self._partial_rows >= self.fold_rows:
+                self._fold_all()
 
-    def _flush(self) -> None:
+    def _accumulate(self) -> None:
         if not self._pending:
             return
         rows = torch.cat(self._pending) if len(self._pending) > 1 else self._pending[0]
         self._pending, self._pending_rows = [], 0
         for name, sl in self.slices:
             block = rows[:, sl]
-            prod = (block.T @ block).double()
-            if name in self._sums:
-                self._sums[name] += prod.to(self._sums[name].device)
-            else:
-                self._sums[name] = prod
+            k = block.shape[1]
+            acc = self._partial.get(name)
+            if acc is None or acc.dtype != block.dtype or acc.device != block.device:
+                self._fold(name)
+                acc = self._partial[name] = block.new_zeros(k, k)
+            for i in range(0, k, self.tile):
+                left = block[:, i : i + self.tile].T
+                for j in range(i, k, self.tile):
+                    acc[i : i + self.tile, j : j + self.tile].addmm_(left, block[:, j : j + self.tile])
+        self._partial_rows += rows.shape[0]
+
+    def _fold(self, name: str) -> None:
+        """Move the partial upper-block sum of ``name`` into the float64 symmetric total."""
+        acc = self._partial.pop(name, None)
+        if acc is None:
+            return
+        upper = acc.double()
+        k = upper.shape[0]
+        for i in range(0, k, self.tile):
+            # Blocks below the diagonal were never computed: mirror the strictly upper ones.
+            upper[i + self.tile :, i : i + self.tile] = upper[i : i + self.tile, i + self.tile :].T
+        if name in self._sums:
+            self._sums[name] += upper.to(self._sums[name].device)
+        else:
+            self._sums[name] = upper
+
+    def _fold_all(self) -> None:
+        self._accumulate()
+        for name in list(self._partial):
+            self._fold(name)
+        self._partial_rows = 0
 
     def merge(self, other: ProjectedFisher) -> ProjectedFisher:
         """Add another shard's sums into this one (exact: sums and counts add)."""
         if list(other.layout) != list(self.layout):
             raise ValueError("cannot merge Fisher sums with different layouts")
-        self._flush()
-        other._flush()
+        self._fold_all()
+        other._fold_all()
         for name, _ in self.slices:
             if name in other._sums:
                 theirs = other._sums[name]
@@ -81,7 +116,7 @@ class ProjectedFisher:
 
     def sum(self, name: str) -> torch.Tensor:
         """``S_l`` ``(k_l, k_l)`` float64."""
-        self._flush()
+        self._fold_all()
         k = next(k_out * k_in for n, k_out, k_in in self.layout if n == name)
         return self._sums.get(name, torch.zeros(k, k, dtype=torch.float64))
 
@@ -114,7 +149,7 @@ class ProjectedFisher:
         return Preconditioner(self.layout, eigvals, eigvecs, lambdas)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        self._flush()
+        self._fold_all()
         state = {f"{name}/sum": self.sum(name).cpu() for name, _ in self.slices}
         state["count"] = torch.tensor(self.count, dtype=torch.int64)
         return state

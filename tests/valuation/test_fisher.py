@@ -20,7 +20,8 @@ def train_and_queries(model):
 
 def test_fisher_and_damped_influence_equal_explicit_inverse(train_and_queries):
     logra, G, Q = train_and_queries
-    fisher = ProjectedFisher(logra.layout, block_rows=5)  # several partial blocks on purpose
+    # Small blocks, tiles and folds on purpose: the block-triangle and fold paths all run.
+    fisher = ProjectedFisher(logra.layout, block_rows=5, fold_rows=7, tile=2)
     for start in range(0, G.shape[0], 3):
         fisher.update(G[start : start + 3])
     assert fisher.count == G.shape[0]
@@ -42,7 +43,7 @@ def test_merged_shard_fishers_equal_one_pass(train_and_queries):
     logra, G, _ = train_and_queries
     whole = ProjectedFisher(logra.layout)
     whole.update(G)
-    a, b = ProjectedFisher(logra.layout), ProjectedFisher(logra.layout)
+    a, b = ProjectedFisher(logra.layout, tile=4), ProjectedFisher(logra.layout, tile=3, block_rows=2)
     a.update(G[:5])
     b.update(G[5:9])
     b.update(G[9:])
