@@ -11,6 +11,7 @@
 >>> scores = influence_scores(pre(q), g)      # (n_query, n_train), positive = helpful
 """
 
+from valuation.batching import pad_batch, query_batch
 from valuation.capture import GradientCapture
 from valuation.config import LoGraConfig, ScoreConfig
 from valuation.device import default_device
@@ -47,6 +48,8 @@ __all__ = [
     "layout_dim",
     "layout_slices",
     "lm_loss",
+    "pad_batch",
+    "query_batch",
     "score_stream",
     "self_influence",
     "top_eigenvectors",

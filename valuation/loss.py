@@ -25,9 +25,11 @@ def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """
     shifted_logits = logits[:, :-1, :]
     shifted_labels = labels[:, 1:]
-    # float32 loss under bf16 autocast: rounding the log-softmax in bf16 costs accuracy.
+    if shifted_logits.dtype in (torch.float16, torch.bfloat16):
+        # Rounding the log-softmax in half precision costs accuracy: upcast (float64 stays).
+        shifted_logits = shifted_logits.float()
     return F.cross_entropy(
-        shifted_logits.reshape(-1, shifted_logits.shape[-1]).float(),
+        shifted_logits.reshape(-1, shifted_logits.shape[-1]),
         shifted_labels.reshape(-1),
         ignore_index=IGNORE_INDEX,
         reduction="sum",
