@@ -1,1 +1,47 @@
-"""dataworth storage package."""
+"""dataworth storage: where the bytes of a valuation live.
+
+- :class:`CorpusStore` — ``ingest(path, tokenizer, IngestArguments(max_length))`` validates a
+  Parquet/JSONL/CSV corpus (``doc_id``, ``provider_id``, ``text``), dedupes, tokenizes and chunks
+  it into examples (``"<doc_id>#<chunk>"``) in LanceDB; ``iter_examples(shard, num_shards)``.
+- :class:`GradientStore` — ``table(checkpoint, config_hash, layout, dtype)`` →
+  :class:`GradientTable` with ``writer(shard)`` (background appends, ``commit()``),
+  ``read(chunk_rows, version=, providers=, shards=)`` → :class:`GradientChunk` stream,
+  ``committed_shards()``, ``write_self_influence``/``self_influence``, ``optimize()``.
+- :class:`ArtifactStore` — safetensors + sha256 manifest, atomic writes, verified loads;
+  :func:`checkpoint_fingerprint`.
+- :class:`QueryStore` — ``add_file``, ``pending()``, ``mark_valued(ids, run_id)``.
+
+Bad input raises :class:`InputValidationError` subclasses naming file, row, field and reason.
+"""
+
+from storage.artifacts import ArtifactStore, checkpoint_fingerprint, sha256_file
+from storage.corpus import CorpusStore, IngestArguments, IngestReport
+from storage.errors import (
+    ArtifactError,
+    CorpusValidationError,
+    InputValidationError,
+    QueryValidationError,
+    ValidationIssue,
+)
+from storage.gradients import GradientChunk, GradientStore, GradientTable, ShardWriter
+from storage.queries import QueryAddReport, QueryStore
+
+__all__ = [
+    "ArtifactError",
+    "ArtifactStore",
+    "CorpusStore",
+    "CorpusValidationError",
+    "GradientChunk",
+    "GradientStore",
+    "GradientTable",
+    "IngestArguments",
+    "IngestReport",
+    "InputValidationError",
+    "QueryAddReport",
+    "QueryStore",
+    "QueryValidationError",
+    "ShardWriter",
+    "ValidationIssue",
+    "checkpoint_fingerprint",
+    "sha256_file",
+]

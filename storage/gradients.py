@@ -1,0 +1,419 @@
+"""The gradient store: one LanceDB table of projected vectors per (checkpoint, valuation config).
+
+A shard is the unit of commit. Opening a shard writer deletes the shard's rows and records an
+``open`` marker; rows are appended in large batches from a background thread; ``commit`` records
+a ``committed`` marker. Readers see a shard only when its latest marker (at the table version
+they read) is ``committed``, so a writer that died mid-shard leaves nothing visible, and the
+redo replaces its rows instead of duplicating them.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from storage.lance_util import connect, open_or_create, sql_list
+
+FLOAT16_MAX = 65504.0
+
+MARKERS_SCHEMA = pa.schema(
+    [
+        pa.field("table", pa.string(), nullable=False),
+        pa.field("shard", pa.int32(), nullable=False),
+        pa.field("state", pa.string(), nullable=False),  # open | committed
+        pa.field("rows", pa.int64()),
+        pa.field("table_version", pa.int64(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+    ]
+)
+SELF_INFLUENCE_SCHEMA = pa.schema(
+    [
+        pa.field("table", pa.string(), nullable=False),
+        pa.field("example_id", pa.string(), nullable=False),
+        pa.field("shard", pa.int32(), nullable=False),
+        pa.field("self_influence", pa.float64(), nullable=False),
+    ]
+)
+
+
+def table_name(checkpoint: str, config_hash: str) -> str:
+    return f"grad_{checkpoint[:16]}_{config_hash[:16]}"
+
+
+def gradient_schema(dim: int, dtype: str, metadata: dict[str, str]) -> pa.Schema:
+    value = {"float32": pa.float32(), "float16": pa.float16()}[dtype]
+    return pa.schema(
+        [
+            pa.field("example_id", pa.string(), nullable=False),
+            pa.field("doc_id", pa.string(), nullable=False),
+            pa.field("provider_id", pa.string(), nullable=False),
+            pa.field("provider_code", pa.int32(), nullable=False),
+            pa.field("shard", pa.int32(), nullable=False),
+            pa.field("vector", pa.list_(value, dim), nullable=False),
+        ],
+        metadata=metadata,
+    )
+
+
+@dataclass
+class GradientChunk:
+    """One streamed chunk: ``vectors`` ``(n, dim)`` and its row metadata."""
+
+    vectors: torch.Tensor
+    example_ids: list[str]
+    doc_ids: list[str]
+    provider_ids: list[str]
+    provider_codes: torch.Tensor  # (n,) int32
+    shards: torch.Tensor  # (n,) int32
+
+
+class GradientStore:
+    """All gradient tables under one LanceDB URI (a directory, or object storage)."""
+
+    def __init__(self, uri: str | Path, storage_options: dict | None = None) -> None:
+        self.uri = str(uri)
+        self.db = connect(uri, storage_options)
+        self.markers = open_or_create(self.db, "shard_markers", MARKERS_SCHEMA)
+        self.self_influence = open_or_create(self.db, "self_influence", SELF_INFLUENCE_SCHEMA)
+
+    def table(
+        self,
+        checkpoint: str,
+        config_hash: str,
+        layout: Sequence[Sequence] | None = None,
+        dtype: str = "float32",
+        config: dict | None = None,
+    ) -> GradientTable:
+        """Open (or create, when ``layout`` is given) the table of (checkpoint, config)."""
+        name = table_name(checkpoint, config_hash)
+        try:
+            tbl = self.db.open_table(name)
+        except (ValueError, FileNotFoundError):
+            if layout is None:
+                raise KeyError(
+                    f"no gradient table for checkpoint {checkpoint[:16]} config {config_hash}"
+                ) from None
+            dim = sum(int(k_out) * int(k_in) for _, k_out, k_in in layout)
+            metadata = {
+                "dataworth.layout": json.dumps([list(e) for e in layout]),
+                "dataworth.config": json.dumps(config or {}, sort_keys=True),
+                "dataworth.checkpoint": checkpoint,
+                "dataworth.config_hash": config_hash,
+                "dataworth.dtype": dtype,
+            }
+            tbl = open_or_create(self.db, name, gradient_schema(dim, dtype, metadata))
+        return GradientTable(self, name, tbl)
+
+    def tables(self) -> list[str]:
+        names, token = [], None
+        while True:
+            resp = self.db.list_tables(page_token=token)
+            names.extend(resp.tables)
+            token = resp.page_token
+            if not token:
+                return [n for n in names if n.startswith("grad_")]
+
+
+class GradientTable:
+    """One (checkpoint, config) table: shard writers, committed-shard readers, self-influence."""
+
+    def __init__(self, store: GradientStore, name: str, tbl) -> None:
+        self.store, self.name, self.tbl = store, name, tbl
+        meta = {k.decode(): v.decode() for k, v in (tbl.schema.metadata or {}).items()}
+        self.layout = [tuple(e) for e in json.loads(meta["dataworth.layout"])]
+        self.config = json.loads(meta["dataworth.config"])
+        self.checkpoint = meta["dataworth.checkpoint"]
+        self.dtype = meta["dataworth.dtype"]
+        self.dim = sum(k_out * k_in for _, k_out, k_in in self.layout)
+
+    @property
+    def version(self) -> int:
+        return self.tbl.version
+
+    # markers --------------------------------------------------------------------------------
+    def _mark(self, shard: int, state: str, rows: int | None) -> None:
+        self.store.markers.add(
+            pa.table(
+                {
+                    "table": [self.name],
+                    "shard": [shard],
+                    "state": [state],
+                    "rows": [rows],
+                    "table_version": [self.tbl.version],
+                    "seq": [time.time_ns()],
+                },
+                schema=MARKERS_SCHEMA,
+            )
+        )
+
+    def shard_states(self, version: int | None = None) -> dict[int, str]:
+        """Latest marker state per shard as of table ``version`` (default: latest)."""
+        flt = f"`table` = '{self.name}'"
+        if version is not None:
+            flt += f" AND table_version <= {int(version)}"
+        t = self.store.markers.to_lance().to_table(filter=flt, columns=["shard", "state", "seq"])
+        latest: dict[int, tuple[int, str]] = {}
+        for shard, state, seq in zip(
+            *(t.column(c).to_pylist() for c in ("shard", "state", "seq")), strict=True
+        ):
+            if shard not in latest or seq > latest[shard][0]:
+                latest[shard] = (seq, state)
+        return {s: st for s, (_, st) in latest.items()}
+
+    def committed_shards(self, version: int | None = None) -> list[int]:
+        return sorted(s for s, st in self.shard_states(version).items() if st == "committed")
+
+    # writing --------------------------------------------------------------------------------
+    def writer(self, shard: int, batch_rows: int = 8192) -> ShardWriter:
+        """A writer for ``shard``: its previous rows (complete or partial) are replaced."""
+        return ShardWriter(self, int(shard), batch_rows)
+
+    def write_self_influence(self, example_ids: list[str], shards: Sequence[int], values: np.ndarray) -> None:
+        """Store self-influence per example (finalize); replaces earlier values of these shards."""
+        values = np.asarray(values, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise ValueError("self-influence contains NaN or inf")
+        shard_set = sorted({int(s) for s in shards})
+        self.store.self_influence.delete(f"`table` = '{self.name}' AND shard IN {sql_list(shard_set)}")
+        self.store.self_influence.add(
+            pa.table(
+                {
+                    "table": [self.name] * len(example_ids),
+                    "example_id": list(example_ids),
+                    "shard": pa.array(list(shards), pa.int32()),
+                    "self_influence": values,
+                },
+                schema=SELF_INFLUENCE_SCHEMA,
+            )
+        )
+
+    def self_influence(self, shard: int) -> dict[str, float]:
+        t = self.store.self_influence.to_lance().to_table(
+            filter=f"`table` = '{self.name}' AND shard = {int(shard)}",
+            columns=["example_id", "self_influence"],
+        )
+        return dict(
+            zip(t.column("example_id").to_pylist(), t.column("self_influence").to_pylist(), strict=True)
+        )
+
+    def count_rows(self, version: int | None = None) -> int:
+        shards = self.committed_shards(version)
+        if not shards:
+            return 0
+        return self._dataset(version).count_rows(filter=f"shard IN {sql_list(shards)}")
+
+    def _dataset(self, version: int | None):
+        if version is None:
+            self.tbl.checkout_latest()
+            return self.tbl.to_lance()
+        import lance
+
+        return lance.dataset(self.tbl.to_lance().uri, version=int(version))
+
+    # reading --------------------------------------------------------------------------------
+    def read(
+        self,
+        chunk_rows: int = 8192,
+        version: int | None = None,
+        providers: Sequence[str] | None = None,
+        shards: Sequence[int] | None = None,
+        device: torch.device | str | None = None,
+        prefetch: int = 2,
+    ) -> Iterator[GradientChunk]:
+        """Stream committed rows as chunks of ``chunk_rows`` vectors; read-ahead in a thread.
+
+        ``version`` pins the table version (a reader pinned there never sees later writes).
+        """
+        committed = self.committed_shards(version)
+        if shards is not None:
+            committed = [s for s in committed if s in set(int(x) for x in shards)]
+        if not committed:
+            return
+        flt = f"shard IN {sql_list(committed)}"
+        if providers is not None:
+            flt += f" AND provider_id IN {sql_list(list(providers))}"
+        scanner = self._dataset(version).scanner(filter=flt, batch_size=chunk_rows)
+        yield from _prefetch(self._chunks(scanner.to_batches(), chunk_rows, device), prefetch)
+
+    def _chunks(self, batches, chunk_rows: int, device) -> Iterator[GradientChunk]:
+        pending: list[pa.RecordBatch] = []
+        rows = 0
+        for batch in batches:
+            pending.append(batch)
+            rows += batch.num_rows
+            while rows >= chunk_rows:
+                table = pa.Table.from_batches(pending)
+                yield self._to_chunk(table.slice(0, chunk_rows), device)
+                rest = table.slice(chunk_rows)
+                pending, rows = rest.to_batches(), rest.num_rows
+        if rows:
+            yield self._to_chunk(pa.Table.from_batches(pending), device)
+
+    def _to_chunk(self, table: pa.Table, device) -> GradientChunk:
+        vec = table.column("vector")
+        if vec.num_chunks == 1 and vec.chunk(0).offset == 0:
+            # Arrow → numpy → torch without a copy (read-only memory, never written).
+            flat = vec.chunk(0).values.to_numpy(zero_copy_only=True)
+        else:
+            flat = np.concatenate([c.flatten().to_numpy(zero_copy_only=False) for c in vec.chunks])
+        vectors = torch.from_numpy(np.asarray(flat).reshape(-1, self.dim))
+        if device is not None:
+            vectors = vectors.to(device, non_blocking=True)
+        return GradientChunk(
+            vectors=vectors,
+            example_ids=table.column("example_id").to_pylist(),
+            doc_ids=table.column("doc_id").to_pylist(),
+            provider_ids=table.column("provider_id").to_pylist(),
+            provider_codes=torch.from_numpy(table.column("provider_code").to_numpy()),
+            shards=torch.from_numpy(table.column("shard").to_numpy()),
+        )
+
+    # maintenance ----------------------------------------------------------------------------
+    def optimize(self, keep_versions_newer_than: timedelta = timedelta(hours=1)) -> None:
+        """Compact fragments and drop old versions (after logging finished)."""
+        self.tbl.optimize(cleanup_older_than=keep_versions_newer_than)
+
+    def tag(self, name: str) -> int:
+        """Tag the current version (a valuation run records and re-reads it)."""
+        version = self.tbl.version
+        self.tbl.tags.create(name, version)
+        return version
+
+
+def _prefetch(it: Iterator, depth: int) -> Iterator:
+    """Run ``it`` in a thread, ``depth`` items ahead of the consumer."""
+    if depth <= 0:
+        yield from it
+        return
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def worker():
+        try:
+            for item in it:
+                q.put(item)
+        except BaseException as exc:  # handed to the consumer
+            q.put(exc)
+        q.put(done)
+
+    threading.Thread(target=worker, daemon=True).start()
+    while True:
+        item = q.get()
+        if item is done:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+class ShardWriter:
+    """Appends one shard's rows from a background thread; ``commit()`` makes them visible."""
+
+    def __init__(self, table: GradientTable, shard: int, batch_rows: int) -> None:
+        self.table, self.shard, self.batch_rows = table, shard, batch_rows
+        self.rows = 0
+        self._buffer: list[pa.Table] = []
+        self._buffered = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=4)
+        self._error: BaseException | None = None
+        table.tbl.delete(f"shard = {shard}")
+        table._mark(shard, "open", None)
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self._stop()
+
+    def add(
+        self,
+        example_ids: Sequence[str],
+        doc_ids: Sequence[str],
+        provider_ids: Sequence[str],
+        provider_codes: Sequence[int],
+        vectors: torch.Tensor | np.ndarray,
+    ) -> None:
+        """Queue rows; ``vectors`` is ``(n, dim)``. float16 tables refuse values beyond ±65504."""
+        if self._error is not None:
+            raise RuntimeError(f"shard {self.shard} writer failed") from self._error
+        arr = vectors.detach().to("cpu").numpy() if isinstance(vectors, torch.Tensor) else np.asarray(vectors)
+        if arr.ndim != 2 or arr.shape[1] != self.table.dim:
+            raise ValueError(f"vectors must be (n, {self.table.dim}), got {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"shard {self.shard}: vectors contain NaN or inf")
+        if self.table.dtype == "float16":
+            peak = float(np.abs(arr).max()) if arr.size else 0.0
+            if peak > FLOAT16_MAX:
+                raise OverflowError(
+                    f"shard {self.shard}: |value| {peak:.3g} exceeds float16's {FLOAT16_MAX}; "
+                    "store this configuration as float32"
+                )
+            arr = arr.astype(np.float16)
+        else:
+            arr = arr.astype(np.float32, copy=False)
+        n = arr.shape[0]
+        batch = pa.table(
+            {
+                "example_id": list(example_ids),
+                "doc_id": list(doc_ids),
+                "provider_id": list(provider_ids),
+                "provider_code": pa.array(list(provider_codes), pa.int32()),
+                "shard": pa.array(np.full(n, self.shard, dtype=np.int32)),
+                "vector": pa.FixedSizeListArray.from_arrays(
+                    pa.array(np.ascontiguousarray(arr).reshape(-1)), self.table.dim
+                ),
+            },
+            schema=self.table.tbl.schema,
+        )
+        self._buffer.append(batch)
+        self._buffered += n
+        self.rows += n
+        if self._buffered >= self.batch_rows:
+            self._send()
+
+    def _send(self) -> None:
+        if self._buffer:
+            self._queue.put(pa.concat_tables(self._buffer))
+            self._buffer, self._buffered = [], 0
+
+    def _drain(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    self.table.tbl.add(item)
+                except BaseException as exc:  # reported by add() / commit()
+                    self._error = exc
+
+    def _stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def commit(self) -> int:
+        """Flush, wait for the appends and mark the shard committed; returns its row count."""
+        self._send()
+        self._stop()
+        if self._error is not None:
+            raise RuntimeError(
+                f"shard {self.shard} writer failed; the shard stays invisible"
+            ) from self._error
+        self.table.tbl.checkout_latest()
+        self.table._mark(self.shard, "committed", self.rows)
+        return self.rows

@@ -1,0 +1,42 @@
+"""Small LanceDB helpers shared by the stores."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import lancedb
+import pyarrow as pa
+
+
+def connect(uri: str | Path, storage_options: dict | None = None):
+    """A connection whose handles see other processes' writes at once."""
+    uri = str(uri)
+    if "://" not in uri:
+        Path(uri).mkdir(parents=True, exist_ok=True)
+    return lancedb.connect(uri, read_consistency_interval=timedelta(0), storage_options=storage_options)
+
+
+def open_or_create(db, name: str, schema: pa.Schema):
+    """Open table ``name`` or create it empty with ``schema``."""
+    try:
+        return db.open_table(name)
+    except (ValueError, FileNotFoundError):
+        pass
+    try:
+        return db.create_table(name, schema=schema)
+    except (ValueError, OSError) as exc:  # created concurrently by another process
+        if "already exists" in str(exc).lower():
+            return db.open_table(name)
+        raise
+
+
+def sql_list(values) -> str:
+    """``('a', 'b')`` for a SQL ``IN`` filter, quotes escaped."""
+    items = []
+    for v in values:
+        if isinstance(v, str):
+            items.append("'" + v.replace("'", "''") + "'")
+        else:
+            items.append(str(int(v)))
+    return "(" + ", ".join(items) + ")"
