@@ -129,7 +129,9 @@ class GradientTable:
 
     def __init__(self, store: GradientStore, name: str, tbl) -> None:
         self.store, self.name, self.tbl = store, name, tbl
-        meta = {k.decode(): v.decode() for k, v in (tbl.schema.metadata or {}).items()}
+        # Fetched once: Table.schema re-reads the latest manifest on every access.
+        self.schema = tbl.schema
+        meta = {k.decode(): v.decode() for k, v in (self.schema.metadata or {}).items()}
         self.layout = [tuple(e) for e in json.loads(meta["dataworth.layout"])]
         self.config = json.loads(meta["dataworth.config"])
         self.checkpoint = meta["dataworth.checkpoint"]
@@ -378,7 +380,7 @@ class ShardWriter:
                     pa.array(np.ascontiguousarray(arr).reshape(-1)), self.table.dim
                 ),
             },
-            schema=self.table.tbl.schema,
+            schema=self.table.schema,
         )
         self._buffer.append(batch)
         self._buffered += n

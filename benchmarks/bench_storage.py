@@ -1,0 +1,217 @@
+"""Gradient store throughput: writes, cold and warm scans into torch, against raw baselines.
+
+    .venv/bin/python benchmarks/bench_storage.py [--rows 100000 --dim 4096]
+
+For float16 and float32 vectors: write MB/s through ``GradientStore`` (background-thread shard
+writer) and into a numpy memmap; full-scan MB/s into torch through ``GradientTable.read`` against
+a numpy memmap of the same bytes and a plain sequential read of the table's files (the disk /
+page-cache limit), warm and cold (our files dropped from the page cache with posix_fadvise);
+peak RSS of each phase; and the writer's overlap with compute (a compute loop timed with and
+without writing what it produces).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import console, table
+from storage import GradientStore
+
+
+class PeakRSS:
+    """Samples this process's resident set every 20 ms while the block runs."""
+
+    def __enter__(self):
+        self.peak, self._stop = 0, False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop:
+            with open("/proc/self/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        self.peak = max(self.peak, int(line.split()[1]) * 1024)
+            time.sleep(0.02)
+
+    def __exit__(self, *exc):
+        self._stop = True
+        self._thread.join()
+
+
+def drop_cache(root: Path) -> None:
+    """Evict our own files from the page cache (fsync first: dirty pages cannot be dropped)."""
+    for path in root.rglob("*") if root.is_dir() else [root]:
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def sequential_read(root: Path, block: int = 8 << 20) -> int:
+    buf = bytearray(block)
+    total = 0
+    for path in sorted(root.rglob("*.lance")):
+        with open(path, "rb", buffering=0) as fh:
+            while n := fh.readinto(buf):
+                total += n
+    return total
+
+
+def consume(v: torch.Tensor) -> float:
+    # What a scorer does at minimum: read every value once.
+    return float(v.sum(dtype=torch.float32))
+
+
+def bench_dtype(root: Path, rows: int, dim: int, dtype: str, chunk: int) -> dict:
+    np_dtype = np.float16 if dtype == "float16" else np.float32
+    nbytes = rows * dim * np.dtype(np_dtype).itemsize
+    rng = np.random.default_rng(0)
+    block = rng.standard_normal((chunk, dim)).astype(np_dtype)
+    out: dict[str, float] = {"bytes": nbytes}
+
+    store = GradientStore(root / f"lance_{dtype}")
+    layout = [("m", dim // 64, 64)]
+    tbl = store.table("b" * 64, f"bench{dtype}", layout, dtype)
+    with PeakRSS() as rss:
+        start = time.perf_counter()
+        with tbl.writer(0, batch_rows=chunk) as w:
+            for s in range(0, rows, chunk):
+                n = min(chunk, rows - s)
+                ids = [f"d{i}#0" for i in range(s, s + n)]
+                w.add(ids, ids, ["p"] * n, [0] * n, block[:n])
+        out["write GradientStore MB/s"] = nbytes / (time.perf_counter() - start) / 1e6
+    out["write GradientStore peak RSS MB"] = rss.peak / 1e6
+
+    mm_path = root / f"memmap_{dtype}.bin"
+    start = time.perf_counter()
+    mm = np.memmap(mm_path, dtype=np_dtype, mode="w+", shape=(rows, dim))
+    for s in range(0, rows, chunk):
+        n = min(chunk, rows - s)
+        mm[s : s + n] = block[:n]
+    mm.flush()
+    del mm
+    out["write memmap MB/s"] = nbytes / (time.perf_counter() - start) / 1e6
+
+    table_dir = Path(tbl.tbl.to_lance().uri)
+    for temp in ("cold", "warm"):
+        if temp == "cold":
+            drop_cache(table_dir)
+            drop_cache(mm_path)
+        with PeakRSS() as rss:
+            start = time.perf_counter()
+            seen = 0
+            for c in tbl.read(chunk_rows=chunk):
+                consume(c.vectors)
+                seen += len(c.example_ids)
+            out[f"scan GradientStore {temp} MB/s"] = nbytes / (time.perf_counter() - start) / 1e6
+        assert seen == rows, (seen, rows)
+        out[f"scan GradientStore {temp} peak RSS MB"] = rss.peak / 1e6
+        if temp == "cold":
+            drop_cache(mm_path)
+        with PeakRSS() as rss:
+            mm = np.memmap(mm_path, dtype=np_dtype, mode="r", shape=(rows, dim))
+            start = time.perf_counter()
+            for s in range(0, rows, chunk):
+                consume(torch.from_numpy(np.ascontiguousarray(mm[s : s + chunk])))
+            out[f"scan memmap {temp} MB/s"] = nbytes / (time.perf_counter() - start) / 1e6
+            del mm
+        out[f"scan memmap {temp} peak RSS MB"] = rss.peak / 1e6
+        if temp == "cold":
+            drop_cache(table_dir)
+        start = time.perf_counter()
+        read = sequential_read(table_dir)
+        out[f"sequential read of the table files {temp} MB/s"] = read / (time.perf_counter() - start) / 1e6
+    return out
+
+
+def overlap(root: Path, dim: int, steps: int) -> dict:
+    """A compute loop producing one (64, dim) float32 block per step, with and without writing."""
+    a = torch.randn(1024, 1024)
+
+    def compute():
+        x = a
+        for _ in range(6):
+            x = torch.tanh(x @ a) * 0.01
+        return x[:64, :1].expand(64, dim) + torch.randn(64, dim)
+
+    compute()
+    start = time.perf_counter()
+    for _ in range(steps):
+        compute()
+    alone = time.perf_counter() - start
+    tbl = GradientStore(root / "lance_overlap").table("o" * 64, "overlap", [("m", dim // 64, 64)], "float32")
+    start = time.perf_counter()
+    with tbl.writer(0) as w:
+        for step in range(steps):
+            v = compute()
+            ids = [f"d{step}_{i}#0" for i in range(64)]
+            w.add(ids, ids, ["p"] * 64, [0] * 64, v)
+        in_loop = time.perf_counter() - start
+    total = time.perf_counter() - start
+    mb = steps * 64 * dim * 4 / 1e6
+    return {
+        "compute alone s": alone,
+        "compute + writing s (loop)": in_loop,
+        "compute + writing s (incl. final flush)": total,
+        "loop slowdown": in_loop / alone,
+        "written MB/s during the loop": mb / in_loop,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=4096)
+    parser.add_argument("--chunk", type=int, default=8192)
+    parser.add_argument("--dir", type=Path, default=Path("benchmarks/out/storage"))
+    parser.add_argument("--dtypes", nargs="+", default=["float16", "float32"])
+    parser.add_argument("--overlap-steps", type=int, default=200)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    shutil.rmtree(args.dir, ignore_errors=True)
+    args.dir.mkdir(parents=True)
+    console.print(f"{args.rows:,} vectors x {args.dim} per dtype under {args.dir}")
+    results = {}
+    try:
+        for dtype in args.dtypes:
+            res = bench_dtype(args.dir, args.rows, args.dim, dtype, args.chunk)
+            results[dtype] = res
+            rows = [[k, v] for k, v in res.items() if k != "bytes"]
+            for temp in ("cold", "warm"):
+                ratio = res[f"scan GradientStore {temp} MB/s"] / res[f"scan memmap {temp} MB/s"]
+                rows.append([f"scan GradientStore / memmap ({temp})", ratio])
+            table(f"{dtype}: {res['bytes'] / 1e9:.2f} GB", ["measure", "value"], rows)
+        results["overlap"] = overlap(args.dir, args.dim, args.overlap_steps)
+        table(
+            "Writer overlap with compute",
+            ["measure", "value"],
+            [[k, v] for k, v in results["overlap"].items()],
+        )
+    finally:
+        shutil.rmtree(args.dir, ignore_errors=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
