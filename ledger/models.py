@@ -11,7 +11,7 @@ MICROS = 1_000_000  # the ledger's precision: 6 decimal places
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    return datetime.now(UTC)
 
 
 class Provider(SQLModel, table=True):

@@ -78,9 +78,7 @@ def _insert(engine: Engine, model):
     return dialect.insert(model)
 
 
-def _insert_ignore(
-    session: Session, engine: Engine, model, rows: list[dict], keys: Sequence[str], returning=None
-):
+def _insert_ignore(session: Session, engine: Engine, model, rows: list[dict], keys: Sequence[str], returning=None):
     if not rows:
         return []
     stmt = _insert(engine, model).on_conflict_do_nothing(index_elements=list(keys))
@@ -98,8 +96,7 @@ def _insert_ignore(
 def ensure_providers(engine: Engine, provider_ids: Iterable[str]) -> None:
     """Create missing providers (active); existing ones are left as they are."""
     rows = [
-        {"provider_id": p, "name": p, "status": "active", "created_at": utcnow()}
-        for p in sorted(set(provider_ids))
+        {"provider_id": p, "name": p, "status": "active", "created_at": utcnow()} for p in sorted(set(provider_ids))
     ]
     with Session(engine) as session:
         _insert_ignore(session, engine, Provider, rows, ["provider_id"])
@@ -166,9 +163,7 @@ def post_run(engine: Engine, record: RunRecord) -> PostReport:
         mentioned = set(record.corpus_share)
         for q in record.queries:
             mentioned |= {e.provider_id for e in q.topk} | set(q.provider_scores) | set(q.provider_positive)
-        known = set(
-            session.execute(select(Provider.provider_id).where(Provider.provider_id.in_(mentioned))).scalars()
-        )
+        known = set(session.execute(select(Provider.provider_id).where(Provider.provider_id.in_(mentioned))).scalars())
         unknown = sorted(mentioned - known)
         if unknown:
             raise PolicyInputError(f"run {run_id}: unknown provider(s) {unknown[:5]}")
@@ -319,9 +314,7 @@ def reverse_run(engine: Engine, run_id: str, day: str | None = None) -> int:
         if run is None:
             raise PolicyInputError(f"unknown run {run_id!r}")
         credits = (
-            session.execute(
-                select(LedgerEntry).where(LedgerEntry.run_id == run_id, LedgerEntry.kind == "credit")
-            )
+            session.execute(select(LedgerEntry).where(LedgerEntry.run_id == run_id, LedgerEntry.kind == "credit"))
             .scalars()
             .all()
         )

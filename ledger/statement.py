@@ -83,15 +83,16 @@ class Statement:
         return t
 
 
-def statement(
-    engine: Engine, provider_id: str, start: str | None = None, end: str | None = None
-) -> Statement:
+def statement(engine: Engine, provider_id: str, start: str | None = None, end: str | None = None) -> Statement:
     """Entries of ``provider_id`` with ``start <= day <= end`` (YYYY-MM-DD, both optional)."""
-    sql = """
+    where = "e.provider_id = :p"
+    if start is not None:
+        where += " AND e.day >= :start"
+    if end is not None:
+        where += " AND e.day <= :end"
+    sql = f"""
         SELECT e.entry_id, e.day, e.run_id, e.query_id, e.kind, e.basis, e.amount_micros
-        FROM ledger_entry e
-        WHERE e.provider_id = :p AND (:start IS NULL OR e.day >= :start) AND (:end IS NULL OR e.day <= :end)
-        ORDER BY e.day, e.entry_id
+        FROM ledger_entry e WHERE {where} ORDER BY e.day, e.entry_id
     """
     docs_sql = """
         SELECT run_id, query_id, doc_id FROM query_attribution

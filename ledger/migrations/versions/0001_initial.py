@@ -19,8 +19,8 @@ def upgrade() -> None:
         sa.Column("provider_id", sa.String(), primary_key=True),
         sa.Column("name", sa.String(), nullable=False, server_default=""),
         sa.Column("status", sa.String(), nullable=False, server_default="active"),
-        sa.Column("withdrawn_at", sa.DateTime(), nullable=True),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("withdrawn_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_table(
         "checkpoint",
@@ -28,13 +28,13 @@ def upgrade() -> None:
         sa.Column("path", sa.String(), nullable=False, server_default=""),
         sa.Column("lineage", sa.String(), nullable=False, server_default="default"),
         sa.Column("step", sa.Integer(), nullable=True),
-        sa.Column("registered_at", sa.DateTime(), nullable=False),
+        sa.Column("registered_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_table(
         "query_batch",
         sa.Column("batch_id", sa.String(), primary_key=True),
         sa.Column("n_queries", sa.Integer(), nullable=False),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_table(
         "valuation_run",
@@ -47,8 +47,8 @@ def upgrade() -> None:
         sa.Column("policy", sa.String(), nullable=False),
         sa.Column("policy_params", sa.Text(), nullable=False),
         sa.Column("status", sa.String(), nullable=False),
-        sa.Column("started_at", sa.DateTime(), nullable=False),
-        sa.Column("finished_at", sa.DateTime(), nullable=True),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("day", sa.String(), nullable=False),
     )
     op.create_table(
@@ -104,7 +104,7 @@ def upgrade() -> None:
         sa.Column("basis", sa.String(), nullable=False),
         sa.Column("reverses_entry_id", sa.Integer(), sa.ForeignKey("ledger_entry.entry_id"), nullable=True),
         sa.Column("day", sa.String(), nullable=False),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_ledger_entry_provider_day", "ledger_entry", ["provider_id", "day"])
     dialect = op.get_bind().dialect.name

@@ -1,0 +1,43 @@
+"""A small valuation run to post."""
+
+from __future__ import annotations
+
+from ledger import QueryResult, RunCheckpointRef, RunRecord, TopKEntry, ensure_providers, register_checkpoint
+
+PROVIDERS = ["alpha", "beta", "gamma"]
+
+
+def setup_ledger(engine, checkpoints=("ck1",)):
+    ensure_providers(engine, PROVIDERS)
+    for i, ck in enumerate(checkpoints):
+        register_checkpoint(engine, ck, path=f"/models/{ck}", lineage="run-a", step=i)
+
+
+def query(qid: str, value, scores: list[tuple[str, float]]) -> QueryResult:
+    topk = [TopKEntry(f"{p}-doc{i}#0", f"{p}-doc{i}", p, s) for i, (p, s) in enumerate(scores)]
+    sums: dict[str, float] = {}
+    pos: dict[str, float] = {}
+    for p, s in scores:
+        sums[p] = sums.get(p, 0.0) + s
+        pos[p] = pos.get(p, 0.0) + max(s, 0.0)
+    return QueryResult(qid, value, topk, sums, pos)
+
+
+def record(batch="b1", queries=None, checkpoints=(("ck1", 1.0),), policy="topk_share", day="2026-11-20"):
+    queries = queries or [
+        query("q1", "1", [("alpha", 3.0), ("beta", 1.0), ("gamma", -2.0)]),
+        query("q2", "2.5", [("beta", 0.5), ("beta", 0.25), ("gamma", 0.25)]),
+        query("q3", "0.333333", [("gamma", -1.0)]),  # no positive score: fallback
+    ]
+    return RunRecord(
+        batch_id=batch,
+        checkpoints=[RunCheckpointRef(c, f"grad_{c}", 7, w) for c, w in checkpoints],
+        config_hash="cfg",
+        queries=queries,
+        corpus_share={"alpha": 10, "beta": 20, "gamma": 30},
+        policy=policy,
+        config={"k": 64},
+        artifact_hashes={"projections": "abc"},
+        code_version="test",
+        day=day,
+    )
