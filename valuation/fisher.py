@@ -180,6 +180,11 @@ class Preconditioner:
         self.damping = dict(damping)
         self._inverse: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
 
+    def with_damping_ratio(self, damping_ratio: float) -> Preconditioner:
+        """The same eigendecomposition with ``λ_l = damping_ratio × mean eigenvalue of H_l``."""
+        damping = {name: damping_ratio * float(vals.mean()) for name, vals in self.eigvals.items()}
+        return Preconditioner(self.layout, self.eigvals, self.eigvecs, damping)
+
     def inverse(self, name: str, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
         """``(H_l + λ_l I)^-1`` as ``(k_l, k_l)``, built once per dtype and device."""
         device = torch.device(device or "cpu")

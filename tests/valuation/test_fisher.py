@@ -100,3 +100,11 @@ def test_bad_shapes_are_refused(train_and_queries):
     other = ProjectedFisher([("x", 1, 1)])
     with pytest.raises(ValueError, match="layout"):
         fisher.merge(other)
+
+
+def test_with_damping_ratio_equals_a_fresh_preconditioner(train_and_queries):
+    logra, G, Q = train_and_queries
+    fisher = ProjectedFisher(logra.layout)
+    fisher.update(G)
+    again = fisher.preconditioner(0.1).with_damping_ratio(1.0)
+    torch.testing.assert_close(again(Q), fisher.preconditioner(1.0)(Q), rtol=1e-10, atol=1e-14)
