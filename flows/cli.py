@@ -24,7 +24,6 @@ query_app = typer.Typer(help="Queue queries to value.", no_args_is_help=True)
 app.add_typer(checkpoint_app, name="checkpoint")
 app.add_typer(query_app, name="query")
 console = Console()
-err = Console(stderr=True)
 
 _state: dict = {}
 
@@ -331,7 +330,7 @@ def main() -> None:
         app(standalone_mode=False)
     except (InputValidationError, ArtifactError, ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
         message = str(exc).strip() or type(exc).__name__
-        err.print(f"[red]error:[/red] {message}", highlight=False)
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

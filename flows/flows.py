@@ -59,12 +59,15 @@ def fit_checkpoint(settings: dict, checkpoint_id: str) -> str:
 
 @flow(name="log_gradients")
 def log_gradients(settings: dict, checkpoint_id: str) -> int:
-    """One task per pending shard (committed shards are skipped; a partial one is redone)."""
+    """One task per pending shard (committed shards are skipped; a partial one is redone).
+
+    Within one process the shards run one after another (they share the model and its hooks);
+    on a work pool each worker runs its own shards (see infra/README.md).
+    """
     s = _s(settings)
     pending = steps.pending_shards(s, checkpoint_id, s.num_shards)
     get_run_logger().info("checkpoint %s: %d of %d shards to log", checkpoint_id[:16], len(pending), s.num_shards)
-    futures = [log_shard_task.submit(settings, checkpoint_id, shard, s.num_shards) for shard in pending]
-    return sum(f.result() for f in futures)
+    return sum(log_shard_task(settings, checkpoint_id, shard, s.num_shards) for shard in pending)
 
 
 @flow(name="finalize_checkpoint")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -95,6 +96,10 @@ def code_version() -> str:
 
 
 # model loading ---------------------------------------------------------------------------------
+# A cached model is shared: its hooks must never be installed by two threads at once.
+MODEL_LOCK = threading.RLock()
+
+
 @lru_cache(maxsize=4)
 def _load(model_dir: str, device: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -228,7 +233,8 @@ def log_shard(settings: Settings, checkpoint_id: str, shard: int, num_shards: in
     device = default_device()
     with table.writer(shard) as writer:
         for batch, rows in _example_batches(settings, tokenizer.pad_token_id, shard, num_shards):
-            g = logra.gradients(_to(batch, device))
+            with MODEL_LOCK:
+                g = logra.gradients(_to(batch, device))
             fisher.update(g)
             writer.add(
                 [r["example_id"] for r in rows],
@@ -422,7 +428,8 @@ def score_checkpoint(
             tokenizer.pad_token_id,
             settings.max_length,
         )
-        q_vectors.append(logra.gradients(_to(batch, device)))
+        with MODEL_LOCK:
+            q_vectors.append(logra.gradients(_to(batch, device)))
     q = torch.cat(q_vectors).float()
     q_pre = pre(q)
     table = gradient_table(settings, ck)

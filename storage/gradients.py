@@ -13,6 +13,7 @@ import json
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,6 +26,8 @@ import torch
 from storage.lance_util import connect, open_or_create, sql_list
 
 FLOAT16_MAX = 65504.0
+# Chunks wrap read-only Arrow memory without a copy; consumers never write to them.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
 
 MARKERS_SCHEMA = pa.schema(
     [

@@ -1,0 +1,161 @@
+"""Real Prefect flow runs over real LanceDB and SQLite: the cycle, crashes, idempotency."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+from sqlalchemy import text
+
+from flows import flows, steps
+from storage import QueryValidationError
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def ledger_rows(settings, sql):
+    with steps.Stores(settings).ledger().connect() as c:
+        return c.execute(text(sql)).all()
+
+
+def ingest_and_add(settings, world) -> list[str]:
+    sd = settings.to_dict()
+    flows.ingest_corpus(sd, str(world["corpus"]), str(world["checkpoints"][-1]))
+    return [flows.on_new_checkpoint(sd, str(p), "tiny", i) for i, p in enumerate(world["checkpoints"])]
+
+
+def example_ids(settings) -> list[str]:
+    return [
+        e
+        for b in steps.Stores(settings).corpus.iter_examples(columns=["example_id"])
+        for e in b.column("example_id").to_pylist()
+    ]
+
+
+def table_ids(settings, checkpoint_id) -> list[str]:
+    table = steps.gradient_table(settings, steps.checkpoint_row(settings, checkpoint_id))
+    return [e for c in table.read() for e in c.example_ids]
+
+
+def test_the_whole_cycle_posts_exact_credits(settings, world):
+    ids = ingest_and_add(settings, world)
+    assert len(set(ids)) == 2
+    expected = sorted(example_ids(settings))
+    for ck in ids:  # one row per example in each table; the two tables never share rows
+        assert sorted(table_ids(settings, ck)) == expected
+    tables = {steps.gradient_table(settings, steps.checkpoint_row(settings, ck)).name for ck in ids}
+    assert len(tables) == 2
+    steps.Stores(settings).queries.add_file(world["queries"])
+    result = flows.valuation_cycle(settings.to_dict())
+    assert result["queries"] == 6 and result["entries"] > 0 and sorted(result["checkpoints"]) == sorted(ids)
+    per_query = ledger_rows(settings, "SELECT query_id, SUM(amount_micros) FROM ledger_entry GROUP BY query_id")
+    assert {q: m for q, m in per_query} == {q: 1_000_000 for q, _ in per_query} and len(per_query) == 6
+    run = ledger_rows(settings, "SELECT checkpoints, queries, status FROM v_run_summary")
+    assert run == [(2, 6, "posted")]
+    # Value twice: nothing pending; re-posting the same valuation is a no-op.
+    assert flows.valuation_cycle(settings.to_dict()) is None
+    val = steps.Valuation.load(next((settings.home / "valuations").glob("*.json")))
+    again = steps.post_credits(settings, val)
+    assert again.already_posted and again.entries_written == 0
+    assert ledger_rows(settings, "SELECT COUNT(*) FROM ledger_entry")[0][0] == result["entries"]
+
+
+def test_multi_checkpoint_scores_are_the_sum_of_single_checkpoint_scores(settings, world):
+    ids = ingest_and_add(settings, world)
+    qs = [json.loads(line) for line in world["queries"].read_text().splitlines()]
+    both = steps.value_queries(settings, steps.checkpoint_set(settings, "all"), qs)
+    singles = [steps.value_queries(settings, steps.checkpoint_set(settings, [ck]), qs) for ck in ids]
+    combined = both.combined()
+    for qi, res in enumerate(combined):
+        for provider, total in res.provider_scores.items():
+            parts = sum(s.combined()[qi].provider_scores[provider] for s in singles)
+            assert total == pytest.approx(parts, rel=1e-9, abs=1e-12)
+    torch.testing.assert_close(
+        both.per_checkpoint[0].group_sums + both.per_checkpoint[1].group_sums,
+        singles[0].per_checkpoint[0].group_sums + singles[1].per_checkpoint[0].group_sums,
+    )
+    weighted = both.combined({ids[0]: 2.0, ids[1]: 0.5})
+    p = combined[0].topk[0].provider_id
+    want = 2.0 * singles[0].combined()[0].provider_scores[p] + 0.5 * singles[1].combined()[0].provider_scores[p]
+    assert weighted[0].provider_scores[p] == pytest.approx(want, rel=1e-9)
+
+
+KILLER = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {root!r})
+    import storage.gradients as g
+    from flows import steps
+    from flows.settings import Settings
+    original = g.GradientTable.writer
+    g.GradientTable.writer = lambda self, shard, batch_rows=8192: original(self, shard, batch_rows=4)
+    add = g.ShardWriter.add
+    def slow_add(self, *a, **k):
+        add(self, *a, **k)
+        time.sleep(0.3)
+    g.ShardWriter.add = slow_add
+    s = Settings.from_dict({settings!r})
+    print("logging", flush=True)
+    steps.log_shard(s, {ck!r}, 1, s.num_shards)
+    """
+)
+
+
+def test_log_gradients_killed_midway_then_rerun_leaves_one_row_per_example(settings, world):
+    sd = settings.to_dict()
+    flows.ingest_corpus(sd, str(world["corpus"]), str(world["checkpoints"][0]))
+    ck = flows.register_checkpoint(sd, str(world["checkpoints"][0]), "tiny", 0)
+    flows.fit_checkpoint(sd, ck)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLER.format(root=root, settings=sd, ck=ck)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "logging"
+    deadline = time.time() + 120
+    table = None
+    while time.time() < deadline:
+        try:
+            table = steps.gradient_table(settings, steps.checkpoint_row(settings, ck))
+            if table.tbl.count_rows() >= 8:
+                break
+        except KeyError:
+            pass
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert table is not None and table.tbl.count_rows() >= 8  # partial rows of shard 1 are on disk
+    assert table.committed_shards() == []
+    assert steps.pending_shards(settings, ck, 2) == [0, 1]
+    flows.log_gradients(sd, ck)
+    ids = table_ids(settings, ck)
+    assert sorted(ids) == sorted(example_ids(settings)) and len(ids) == len(set(ids))
+    assert flows.log_gradients(sd, ck) == 0  # nothing left to do
+
+
+def test_a_malformed_query_file_is_rejected_and_nothing_is_posted(settings, world, tmp_path):
+    ingest_and_add(settings, world)
+    bad = tmp_path / "bad.jsonl"
+    lines = world["queries"].read_text().splitlines()
+    bad.write_text(lines[0] + "\n" + '{"query_id": "x", "prompt": "p"}\n')
+    with pytest.raises(QueryValidationError, match="row 2, field 'response': missing"):
+        steps.Stores(settings).queries.add_file(bad)
+    assert flows.valuation_cycle(settings.to_dict()) is None
+    assert ledger_rows(settings, "SELECT COUNT(*) FROM ledger_entry")[0][0] == 0
+    # The CLI says it in one line and exits non-zero, without a traceback.
+    env = {**os.environ, "DATAWORTH_HOME": str(settings.home)}
+    out = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "query", "add", str(bad)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    assert "row 2, field 'response': missing" in out.stderr and "Traceback" not in out.stderr
