@@ -89,9 +89,7 @@ def _check_row(file: str, row: int, record: dict | None) -> tuple[list[Validatio
         value = record.get(name)
         if value is None:
             issues.append(ValidationIssue(file, row, name, "missing"))
-        elif not isinstance(value, str) and (
-            name == "text" or not isinstance(value, int) or isinstance(value, bool)
-        ):
+        elif not isinstance(value, str) and (name == "text" or not isinstance(value, int) or isinstance(value, bool)):
             issues.append(ValidationIssue(file, row, name, f"must be a string, got {type(value).__name__}"))
         elif str(value).strip() == "":
             issues.append(ValidationIssue(file, row, name, "empty"))
@@ -101,9 +99,7 @@ def _check_row(file: str, row: int, record: dict | None) -> tuple[list[Validatio
         "doc_id": str(record["doc_id"]).strip(),
         "provider_id": str(record["provider_id"]).strip(),
         "text": record["text"],
-        "metadata": json.dumps(
-            {k: v for k, v in record.items() if k not in REQUIRED}, default=str, sort_keys=True
-        ),
+        "metadata": json.dumps({k: v for k, v in record.items() if k not in REQUIRED}, default=str, sort_keys=True),
     }
     clean["content_hash"] = content_hash(clean["provider_id"], clean["text"])
     return [], clean
@@ -133,9 +129,7 @@ class CorpusStore:
     def providers(self) -> dict[str, int]:
         """Provider id → int32 code."""
         t = self.providers_table.to_arrow()
-        return dict(
-            zip(t.column("provider_id").to_pylist(), t.column("provider_code").to_pylist(), strict=True)
-        )
+        return dict(zip(t.column("provider_id").to_pylist(), t.column("provider_code").to_pylist(), strict=True))
 
     def stored_hashes(self, doc_ids: list[str]) -> dict[str, str]:
         out = {}
@@ -173,13 +167,16 @@ class CorpusStore:
         return self.documents.to_lance().to_table(filter=f"doc_id IN {sql_list(doc_ids)}")
 
     # ingest ---------------------------------------------------------------------------------
-    def validate(self, path: Path, args: IngestArguments) -> tuple[dict[str, dict], IngestReport]:
-        """First pass: every row checked; returns new documents keyed by doc_id, or raises."""
+    def validate(self, path: Path, args: IngestArguments) -> tuple[dict[str, str], IngestReport]:
+        """First pass: every row checked; returns ``{doc_id: provider_id}`` of new documents.
+
+        Only ids and content hashes are held, never texts: the second pass streams the file again.
+        """
         file = str(path)
         report = IngestReport(file=file)
         issues: list[ValidationIssue] = []
         seen: dict[str, tuple[int, str]] = {}
-        new_docs: dict[str, dict] = {}
+        new_docs: dict[str, tuple[str, str]] = {}  # doc_id -> (content hash, provider)
         for first, rows, read_issues in _rows(path, args.batch_rows, CorpusValidationError):
             issues.extend(read_issues)
             for offset, record in enumerate(rows):
@@ -204,26 +201,39 @@ class CorpusStore:
                         )
                     continue
                 seen[clean["doc_id"]] = (row, clean["content_hash"])
-                new_docs[clean["doc_id"]] = clean
+                new_docs[clean["doc_id"]] = (clean["content_hash"], clean["provider_id"])
         stored = self.stored_hashes(list(new_docs))
         for doc_id, stored_hash in stored.items():
             row = seen[doc_id][0]
-            if stored_hash != new_docs[doc_id]["content_hash"]:
+            if stored_hash != new_docs[doc_id][0]:
                 issues.append(
-                    ValidationIssue(
-                        file, row, "doc_id", f"doc_id {doc_id!r} is already stored with different content"
-                    )
+                    ValidationIssue(file, row, "doc_id", f"doc_id {doc_id!r} is already stored with different content")
                 )
             else:
                 report.already_stored += 1
             del new_docs[doc_id]
         if issues:
             raise CorpusValidationError(issues)
-        return new_docs, report
+        return {doc_id: provider for doc_id, (_, provider) in new_docs.items()}, report
 
-    def ingest(
-        self, path: str | Path, tokenizer, args: IngestArguments | None = None, progress=None
-    ) -> IngestReport:
+    def _new_document_batches(self, path: Path, new: dict[str, str], batch_rows: int) -> Iterator[list[dict]]:
+        """Second pass: the validated file again, as batches of documents still to store."""
+        pending = set(new)
+        batch: list[dict] = []
+        for first, rows, _ in _rows(path, batch_rows, CorpusValidationError):
+            for offset, record in enumerate(rows):
+                _, clean = _check_row(str(path), first + offset, record)
+                if clean is None or clean["doc_id"] not in pending:
+                    continue
+                pending.discard(clean["doc_id"])  # identical repeats: the first one is stored
+                batch.append(clean)
+                if len(batch) >= batch_rows:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+    def ingest(self, path: str | Path, tokenizer, args: IngestArguments | None = None, progress=None) -> IngestReport:
         """Validate the whole file, then add only documents not stored yet (idempotent).
 
         ``tokenizer`` is a HF fast tokenizer; each document becomes chunks of at most
@@ -236,16 +246,14 @@ class CorpusStore:
         if not new_docs:
             return report
         codes = self.providers()
-        fresh = sorted({d["provider_id"] for d in new_docs.values()} - set(codes))
+        fresh = sorted(set(new_docs.values()) - set(codes))
         if fresh:
             start = max(codes.values(), default=-1) + 1
             rows = {"provider_id": fresh, "provider_code": list(range(start, start + len(fresh)))}
             self.providers_table.add(pa.table(rows, schema=PROVIDERS_SCHEMA))
             codes.update(zip(rows["provider_id"], rows["provider_code"], strict=True))
             report.new_providers = fresh
-        docs = list(new_docs.values())
-        for start in range(0, len(docs), args.batch_rows):
-            batch = docs[start : start + args.batch_rows]
+        for batch in self._new_document_batches(path, new_docs, args.batch_rows):
             ids = tokenizer([d["text"] for d in batch], add_special_tokens=False)["input_ids"]
             ex = {name: [] for name in EXAMPLES_SCHEMA.names}
             for doc, tokens in zip(batch, ids, strict=True):
