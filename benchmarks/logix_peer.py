@@ -58,9 +58,8 @@ def main():
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    from logix.config import LoRAConfig
-
     import logix
+    from logix.config import LoRAConfig
 
     ids = torch.randint(0, 8192, (8, 128), generator=torch.Generator().manual_seed(0))
     tokens = ids.numel()
