@@ -1,0 +1,182 @@
+"""Accuracy suite (a): MLP 64-128-128-10 on scikit-learn's bundled digits (no download).
+
+    .venv/bin/python -m benchmarks.accuracy.digits [--subsets 100 --seeds 3] [--smoke]
+
+Ground truth: ``--subsets`` random half-size subsets of the training set, each retrained with
+``--seeds`` seeds; the measurement of a query (a test digit) is its correct-class margin. Every
+method scores the model trained on the full training set. Results go to
+``benchmarks/accuracy/out/digits.json`` and plots next to ``benchmarks/ACCURACY.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from valuation import LoGra, LoGraConfig, ProjectedFisher, influence_scores, self_influence
+from valuation.baselines import exact_influence, grad_cosine, grad_dot, representation_similarity
+from valuation.evaluate import brittleness, ground_truth, lds, sample_subsets
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def load(n_train: int = 1000, n_query: int = 50, seed: int = 0):
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = torch.tensor(x, dtype=torch.float32) / 16.0
+    y = torch.tensor(y)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    tr, te = order[:n_train], order[n_train : n_train + n_query]
+    return x[tr], y[tr], x[te], y[te]
+
+
+def mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+def train(x, y, mask: torch.Tensor, seed: int, steps: int = 300) -> nn.Module:
+    torch.manual_seed(seed)
+    model = mlp()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    xs, ys = x[mask], y[mask]
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(model(xs), ys)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def margins(model: nn.Module, x, y) -> torch.Tensor:
+    with torch.no_grad():
+        logits = model(x)
+    correct = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.masked_fill(nn.functional.one_hot(y, 10).bool(), float("-inf")).max(1).values
+    return correct - other
+
+
+def loss_fn(model, batch):
+    x, y = batch
+    return nn.functional.cross_entropy(model(x), y, reduction="sum")
+
+
+def logra_scores(model, xtr, ytr, xq, yq, k: int, init: str, damping: float, mode: str) -> torch.Tensor:
+    logra = LoGra(model, LoGraConfig(k_in=k, k_out=k, init=init, include=("",), seed=0))
+    if init == "pca":
+        logra.fit([(xtr, ytr)], loss_fn=loss_fn)
+    g = logra.gradients((xtr, ytr), loss_fn=loss_fn)
+    q = logra.gradients((xq, yq), loss_fn=loss_fn)
+    fisher = ProjectedFisher(logra.layout)
+    fisher.update(g)
+    pre = fisher.preconditioner(damping)
+    return influence_scores(pre(q), g, mode, self_influence(g, pre), self_influence(q, pre)).double()
+
+
+def all_methods(model, xtr, ytr, xq, yq, ks=(8, 16, 32, 64)) -> dict[str, torch.Tensor]:
+    out = {}
+    for init in ("pca", "random"):
+        for k in ks:
+            out[f"LoGra {init} k={k}"] = logra_scores(model, xtr, ytr, xq, yq, k, init, 0.1, "if")
+    for damping in (0.01, 1.0):
+        out[f"LoGra pca k=16 damping={damping}"] = logra_scores(model, xtr, ytr, xq, yq, 16, "pca", damping, "if")
+    for mode in ("relatif", "cosine"):
+        out[f"LoGra pca k=16 {mode}"] = logra_scores(model, xtr, ytr, xq, yq, 16, "pca", 0.1, mode)
+    exact = LoGra(model, LoGraConfig(init="identity", include=("",)))
+    g, q = exact.gradients((xtr, ytr), loss_fn=loss_fn), exact.gradients((xq, yq), loss_fn=loss_fn)
+    out["gradient dot product"] = grad_dot(q, g)
+    out["gradient cosine"] = grad_cosine(q, g)
+    for damping in (0.01, 0.1, 1.0):
+        out[f"exact influence, layer-wise Fisher, damping {damping}"] = exact_influence(q, g, damping, exact.layout)
+    out["exact influence, full Fisher, damping 0.1"] = exact_influence(q, g, 0.1)
+    features = model[:-1]
+    with torch.no_grad():
+        out["representation similarity"] = representation_similarity(features(xq), features(xtr))
+    return out
+
+
+def run(subsets: int, seeds: int, n_train: int, n_query: int, brittle_queries: int, out_dir: Path) -> dict:
+    torch.set_num_threads(1)
+    xtr, ytr, xq, yq = load(n_train, n_query)
+    t0 = time.time()
+    masks = sample_subsets(n_train, subsets, 0.5, seed=0)
+
+    def train_fn(mask, seed):
+        return train(xtr, ytr, mask, seed)
+
+    def measure_fn(model):
+        return margins(model, xq, yq)
+
+    gt = ground_truth(
+        train_fn, measure_fn, masks, list(range(seeds)), out_dir / "cache", key=f"digits-{n_train}-{n_query}"
+    )
+    t_gt = time.time() - t0
+    full = train_fn(torch.ones(n_train, dtype=torch.bool), 0)
+    methods = all_methods(full, xtr, ytr, xq, yq)
+    results = {name: lds(scores, gt) for name, scores in methods.items()}
+    out = {
+        "config": {"subsets": subsets, "seeds": seeds, "n_train": n_train, "n_query": n_query},
+        "ground_truth_seconds": t_gt,
+        "ceiling": gt.reliability(),
+        "lds": {name: {"mean": r.mean, "se": r.se} for name, r in results.items()},
+    }
+    if brittle_queries:
+        base = torch.stack([measure_fn(train_fn(torch.ones(n_train, dtype=torch.bool), s)) for s in range(seeds)]).mean(
+            0
+        )
+        chosen = [i for i in range(n_query) if base[i] > 0][:brittle_queries]
+        out["brittleness"] = {}
+        for name in (
+            "LoGra pca k=16",
+            "exact influence (damped empirical Fisher, 0.1)",
+            "gradient dot product",
+            "representation similarity",
+        ):
+            sub = methods[name][chosen]
+
+            def measure_sub(model, chosen=chosen):
+                return measure_fn(model)[chosen]
+
+            res = brittleness(sub, train_fn, measure_sub, [5, 10, 20, 40], list(range(seeds)), base[chosen])
+            out["brittleness"][name] = {
+                "ks": res.ks,
+                "mean_change": res.mean_change,
+                "flipped": res.flipped,
+                "queries": len(chosen),
+            }
+    out["seconds"] = time.time() - t0
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subsets", type=int, default=100)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--n-train", type=int, default=1000)
+    parser.add_argument("--n-query", type=int, default=50)
+    parser.add_argument("--brittle-queries", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    res = run(args.subsets, args.seeds, args.n_train, args.n_query, args.brittle_queries, args.out)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "digits.json").write_text(json.dumps(res, indent=2))
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"Digits LDS ({args.subsets} subsets x {args.seeds} seeds; ceiling {res['ceiling']:.3f})")
+    t.add_column("method")
+    t.add_column("LDS", justify="right")
+    for name, r in sorted(res["lds"].items(), key=lambda kv: -kv[1]["mean"]):
+        t.add_row(name, f"{r['mean']:.3f} ± {r['se']:.3f}")
+    Console().print(t)
+    for name, b in res.get("brittleness", {}).items():
+        print(name, b)
+
+
+if __name__ == "__main__":
+    main()
