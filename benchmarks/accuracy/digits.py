@@ -100,7 +100,15 @@ def all_methods(model, xtr, ytr, xq, yq, ks=(8, 16, 32, 64)) -> dict[str, torch.
     return out
 
 
-def run(subsets: int, seeds: int, n_train: int, n_query: int, brittle_queries: int, out_dir: Path) -> dict:
+def run(
+    subsets: int,
+    seeds: int,
+    n_train: int,
+    n_query: int,
+    brittle_queries: int,
+    out_dir: Path,
+    brittle_ks: tuple[int, ...] = (5, 10, 20, 40),
+) -> dict:
     torch.set_num_threads(1)
     xtr, ytr, xq, yq = load(n_train, n_query)
     t0 = time.time()
@@ -133,7 +141,7 @@ def run(subsets: int, seeds: int, n_train: int, n_query: int, brittle_queries: i
         out["brittleness"] = {}
         for name in (
             "LoGra pca k=16",
-            "exact influence (damped empirical Fisher, 0.1)",
+            "exact influence, layer-wise Fisher, damping 0.1",
             "gradient dot product",
             "representation similarity",
         ):
@@ -142,7 +150,7 @@ def run(subsets: int, seeds: int, n_train: int, n_query: int, brittle_queries: i
             def measure_sub(model, chosen=chosen):
                 return measure_fn(model)[chosen]
 
-            res = brittleness(sub, train_fn, measure_sub, [5, 10, 20, 40], list(range(seeds)), base[chosen])
+            res = brittleness(sub, train_fn, measure_sub, list(brittle_ks), list(range(seeds)), base[chosen])
             out["brittleness"][name] = {
                 "ks": res.ks,
                 "mean_change": res.mean_change,
