@@ -36,9 +36,7 @@ def lm_batch(batch: int, seq: int, vocab: int, seed: int) -> dict[str, torch.Ten
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
 
 
-def best_seconds(
-    fns: dict[str, Callable[[], object]], iters: int, rounds: int, warmup: int = 1
-) -> dict[str, float]:
+def best_seconds(fns: dict[str, Callable[[], object]], iters: int, rounds: int, warmup: int = 1) -> dict[str, float]:
     """Best seconds per call of each fn; methods are interleaved round by round so that a busy
     neighbour on a shared machine slows them all alike, and the best round is kept."""
     for fn in fns.values():

@@ -116,7 +116,5 @@ class ArtifactStore:
         for file, digest in manifest["files"].items():
             actual = sha256_file(folder / file)
             if actual != digest:
-                raise ArtifactError(
-                    f"{folder / file} is corrupted: sha256 {actual[:12]} != manifest {digest[:12]}"
-                )
+                raise ArtifactError(f"{folder / file} is corrupted: sha256 {actual[:12]} != manifest {digest[:12]}")
         return load_file(str(folder / "tensors.safetensors")), manifest

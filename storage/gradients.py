@@ -103,9 +103,7 @@ class GradientStore:
             tbl = self.db.open_table(name)
         except (ValueError, FileNotFoundError):
             if layout is None:
-                raise KeyError(
-                    f"no gradient table for checkpoint {checkpoint[:16]} config {config_hash}"
-                ) from None
+                raise KeyError(f"no gradient table for checkpoint {checkpoint[:16]} config {config_hash}") from None
             dim = sum(int(k_out) * int(k_in) for _, k_out, k_in in layout)
             metadata = {
                 "dataworth.layout": json.dumps([list(e) for e in layout]),
@@ -168,9 +166,7 @@ class GradientTable:
             flt += f" AND table_version <= {int(version)}"
         t = self.store.markers.to_lance().to_table(filter=flt, columns=["shard", "state", "seq"])
         latest: dict[int, tuple[int, str]] = {}
-        for shard, state, seq in zip(
-            *(t.column(c).to_pylist() for c in ("shard", "state", "seq")), strict=True
-        ):
+        for shard, state, seq in zip(*(t.column(c).to_pylist() for c in ("shard", "state", "seq")), strict=True):
             if shard not in latest or seq > latest[shard][0]:
                 latest[shard] = (seq, state)
         return {s: st for s, (_, st) in latest.items()}
@@ -207,9 +203,7 @@ class GradientTable:
             filter=f"`table` = '{self.name}' AND shard = {int(shard)}",
             columns=["example_id", "self_influence"],
         )
-        return dict(
-            zip(t.column("example_id").to_pylist(), t.column("self_influence").to_pylist(), strict=True)
-        )
+        return dict(zip(t.column("example_id").to_pylist(), t.column("self_influence").to_pylist(), strict=True))
 
     def count_rows(self, version: int | None = None) -> int:
         shards = self.committed_shards(version)
@@ -416,9 +410,7 @@ class ShardWriter:
         self._send()
         self._stop()
         if self._error is not None:
-            raise RuntimeError(
-                f"shard {self.shard} writer failed; the shard stays invisible"
-            ) from self._error
+            raise RuntimeError(f"shard {self.shard} writer failed; the shard stays invisible") from self._error
         self.table.tbl.checkout_latest()
         self.table._mark(self.shard, "committed", self.rows)
         return self.rows

@@ -78,9 +78,7 @@ class QueryStore:
                         issues.append(ValidationIssue(file, row, name, "missing"))
                         bad = True
                     elif not isinstance(v, str | int) or isinstance(v, bool):
-                        issues.append(
-                            ValidationIssue(file, row, name, f"must be a string, got {type(v).__name__}")
-                        )
+                        issues.append(ValidationIssue(file, row, name, f"must be a string, got {type(v).__name__}"))
                         bad = True
                     elif name != "prompt" and str(v).strip() == "":
                         issues.append(ValidationIssue(file, row, name, "empty"))
@@ -90,9 +88,7 @@ class QueryStore:
                     continue
                 qid = str(record["query_id"]).strip()
                 received = str(record.get("received_at") or datetime.now(UTC).isoformat())
-                h = hashlib.sha256(
-                    f"{record['prompt']}\x00{record['response']}\x00{value}".encode()
-                ).hexdigest()
+                h = hashlib.sha256(f"{record['prompt']}\x00{record['response']}\x00{value}".encode()).hexdigest()
                 entry = {
                     "query_id": qid,
                     "prompt": str(record["prompt"]),
@@ -123,9 +119,7 @@ class QueryStore:
             t = self.table.to_lance().to_table(
                 filter=f"query_id IN {sql_list(part)}", columns=["query_id", "content_hash"]
             )
-            for qid, h in zip(
-                t.column("query_id").to_pylist(), t.column("content_hash").to_pylist(), strict=True
-            ):
+            for qid, h in zip(t.column("query_id").to_pylist(), t.column("content_hash").to_pylist(), strict=True):
                 if h != rows[qid]["content_hash"]:
                     issues.append(
                         ValidationIssue(
@@ -142,9 +136,7 @@ class QueryStore:
             raise QueryValidationError(issues)
         if rows:
             self.table.add(
-                pa.table(
-                    {k: [r[k] for r in rows.values()] for k in QUERIES_SCHEMA.names}, schema=QUERIES_SCHEMA
-                )
+                pa.table({k: [r[k] for r in rows.values()] for k in QUERIES_SCHEMA.names}, schema=QUERIES_SCHEMA)
             )
         report.added = len(rows)
         return report

@@ -35,9 +35,7 @@ def file_format(path: Path) -> str:
     return fmt
 
 
-def iter_rows(
-    path: Path, batch_rows: int = 10_000
-) -> Iterator[tuple[int, list[dict], list[ValidationIssue]]]:
+def iter_rows(path: Path, batch_rows: int = 10_000) -> Iterator[tuple[int, list[dict], list[ValidationIssue]]]:
     """Yield ``(first_row_number, rows, issues)``; rows that cannot be decoded become issues."""
     path = Path(path)
     fmt = file_format(path)

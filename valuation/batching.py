@@ -56,11 +56,7 @@ def query_batch(
             raise ValueError("a query needs a non-empty response")
         if max_length is not None:
             response = response[:max_length]
-            prompt = (
-                prompt[max(0, len(prompt) - (max_length - len(response))) :]
-                if max_length > len(response)
-                else []
-            )
+            prompt = prompt[max(0, len(prompt) - (max_length - len(response))) :] if max_length > len(response) else []
         sequences.append(prompt + response)
         counted.append([False] * len(prompt) + [True] * len(response))
     return pad_batch(sequences, pad_id, counted)

@@ -59,8 +59,7 @@ class GradientCapture:
                 g = p_in.new_zeros(batch, p_out.shape[0], p_in.shape[0])
             elif g.shape[0] != batch:
                 raise RuntimeError(
-                    f"module {wm.name} saw batch {g.shape[0]}, others {batch}: one capture() "
-                    "block must hold one batch"
+                    f"module {wm.name} saw batch {g.shape[0]}, others {batch}: one capture() block must hold one batch"
                 )
             out[wm.name] = g
         return out

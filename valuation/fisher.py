@@ -31,9 +31,7 @@ class ProjectedFisher:
     summed in any order therefore agree to float64 rounding of float32 partial sums.
     """
 
-    def __init__(
-        self, layout: Layout, block_rows: int = 256, fold_rows: int = 16384, tile: int = 1024
-    ) -> None:
+    def __init__(self, layout: Layout, block_rows: int = 256, fold_rows: int = 16384, tile: int = 1024) -> None:
         self.layout = [tuple(entry) for entry in layout]
         self.slices = layout_slices(self.layout)
         self.dim = layout_dim(self.layout)

@@ -41,9 +41,7 @@ def test_relatif_and_cosine_equal_explicit_formulas(vectors):
     relatif = influence_scores(qp, G, "relatif", train_self=self_tr)
     torch.testing.assert_close(relatif, raw / self_tr.sqrt()[None], rtol=1e-9, atol=1e-12)
     cosine = influence_scores(qp, G, "cosine", train_self=self_tr, query_self=self_te)
-    torch.testing.assert_close(
-        cosine, raw / self_tr.sqrt()[None] / self_te.sqrt()[:, None], rtol=1e-9, atol=1e-12
-    )
+    torch.testing.assert_close(cosine, raw / self_tr.sqrt()[None] / self_te.sqrt()[:, None], rtol=1e-9, atol=1e-12)
     assert cosine.abs().max() <= 1 + 1e-9  # Cauchy-Schwarz in the preconditioned metric
 
 
