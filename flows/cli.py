@@ -213,14 +213,28 @@ def query_add(file: Path) -> None:
 @app.command()
 def value(
     checkpoints: Annotated[str, typer.Option(help="latest, all (default), N (last N) or comma-separated ids")] = "all",
+    weights: Annotated[
+        str | None, typer.Option(help="per-checkpoint weights, e.g. 'ab12cd=2,ef34=0.5' (id prefixes; default 1)")
+    ] = None,
 ) -> None:
     """Value the pending queries against the checkpoint set and post the credits."""
     from flows.flows import valuation_cycle
+    from flows.steps import checkpoint_set
 
     which: str | list[str] = (
         checkpoints if checkpoints in ("latest", "all") or checkpoints.isdigit() else checkpoints.split(",")
     )
-    result = valuation_cycle(settings().to_dict(), which)
+    by_id = None
+    if weights:
+        chosen = checkpoint_set(settings(), which)
+        by_id = {}
+        for item in weights.split(","):
+            prefix, _, w = item.partition("=")
+            match = [c.checkpoint_id for c in chosen if c.checkpoint_id.startswith(prefix.strip())]
+            if len(match) != 1 or not w:
+                raise ValueError(f"--weights {item!r}: expected ID_PREFIX=WEIGHT naming one checkpoint of the set")
+            by_id[match[0]] = float(w)
+    result = valuation_cycle(settings().to_dict(), which, by_id)
     if result is None:
         console.print("no pending query")
         return
