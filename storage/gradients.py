@@ -26,6 +26,9 @@ import torch
 from storage.lance_util import connect, open_or_create, sql_list
 
 FLOAT16_MAX = 65504.0
+# Lance's "legacy" (v1) file format scans fixed-size float vectors ~5x faster than v2.x here
+# (3.9 vs 0.7 GB/s warm, 40k x 4096 float32, lance 14): gradient tables are scan-bound.
+VECTOR_FILE_FORMAT = "legacy"
 # Chunks wrap read-only Arrow memory without a copy; consumers never write to them.
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
 
@@ -112,7 +115,7 @@ class GradientStore:
                 "dataworth.config_hash": config_hash,
                 "dataworth.dtype": dtype,
             }
-            tbl = open_or_create(self.db, name, gradient_schema(dim, dtype, metadata))
+            tbl = open_or_create(self.db, name, gradient_schema(dim, dtype, metadata), VECTOR_FILE_FORMAT)
         return GradientTable(self, name, tbl)
 
     def tables(self) -> list[str]:
@@ -233,15 +236,21 @@ class GradientTable:
 
         ``version`` pins the table version (a reader pinned there never sees later writes).
         """
-        committed = self.committed_shards(version)
+        states = self.shard_states(version)
+        committed = sorted(s for s, st in states.items() if st == "committed")
         if shards is not None:
             committed = [s for s in committed if s in set(int(x) for x in shards)]
         if not committed:
             return
-        flt = f"shard IN {sql_list(committed)}"
+        flt = None
+        # Rows are only written after a shard's "open" marker: when every shard with a marker is
+        # committed, the table holds committed rows only and the scan needs no filter (filters
+        # cost Lance's fast sequential path, ~3x here).
+        if shards is not None or len(committed) != len(states):
+            flt = f"shard IN {sql_list(committed)}"
         if providers is not None:
-            flt += f" AND provider_id IN {sql_list(list(providers))}"
-        scanner = self._dataset(version).scanner(filter=flt, batch_size=chunk_rows)
+            flt = (f"{flt} AND " if flt else "") + f"provider_id IN {sql_list(list(providers))}"
+        scanner = self._dataset(version).scanner(filter=flt, batch_size=chunk_rows, late_materialization=False)
         yield from _prefetch(self._chunks(scanner.to_batches(), chunk_rows, device), prefetch)
 
     def _chunks(self, batches, chunk_rows: int, device) -> Iterator[GradientChunk]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,14 +18,18 @@ def connect(uri: str | Path, storage_options: dict | None = None):
     return lancedb.connect(uri, read_consistency_interval=timedelta(0), storage_options=storage_options)
 
 
-def open_or_create(db, name: str, schema: pa.Schema):
-    """Open table ``name`` or create it empty with ``schema``."""
+def open_or_create(db, name: str, schema: pa.Schema, data_storage_version: str | None = None):
+    """Open table ``name`` or create it empty with ``schema`` (and Lance file format version)."""
     try:
         return db.open_table(name)
     except (ValueError, FileNotFoundError):
         pass
     try:
-        return db.create_table(name, schema=schema)
+        if data_storage_version is None:
+            return db.create_table(name, schema=schema)
+        with warnings.catch_warnings():  # lancedb 0.40 deprecates the argument; it still applies
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return db.create_table(name, schema=schema, data_storage_version=data_storage_version)
     except (ValueError, OSError) as exc:  # created concurrently by another process
         if "already exists" in str(exc).lower():
             return db.open_table(name)
