@@ -115,7 +115,7 @@ def bench_dtype(root: Path, rows: int, dim: int, dtype: str, chunk: int, rounds:
         seen = 0
         for c in tbl.read(chunk_rows=chunk):
             consume(c.vectors)
-            seen += len(c.example_ids)
+            seen += len(c)
         assert seen == rows, (seen, rows)
 
     def scan_memmap():

@@ -6,6 +6,7 @@ or writes the stores; none passes tensors to another.
 
 from __future__ import annotations
 
+import bisect
 import json
 import subprocess
 import threading
@@ -441,22 +442,33 @@ def score_checkpoint(
         mode=settings.mode,
         query_self=(q_pre * q).sum(1) if settings.mode == "cosine" else None,
     )
-    meta: list[tuple[str, str, str]] = []
+    pieces: list[tuple[int, object]] = []  # (first row, Arrow id columns) of every chunk
+    self_by_shard: dict[int, dict[str, float]] = {}
     for chunk in table.read(chunk_rows=settings.chunk_rows, version=version, device=device):
         train_self = None
         if settings.mode != "if":
-            shard_self: dict[str, float] = {}
-            for s in sorted(set(chunk.shards.tolist())):
-                shard_self.update(table.self_influence(s))
-            train_self = torch.tensor([shard_self[e] for e in chunk.example_ids], dtype=torch.float64)
+            for s in set(chunk.shards.tolist()) - set(self_by_shard):
+                self_by_shard[s] = table.self_influence(s)
+            shard_of = chunk.shards.tolist()
+            train_self = torch.tensor(
+                [self_by_shard[sh][e] for sh, e in zip(shard_of, chunk.example_ids, strict=True)], dtype=torch.float64
+            )
+        pieces.append((scorer.rows_seen, chunk.columns))
         scorer.update(chunk.vectors.float(), chunk.provider_codes, train_self)
-        meta.extend(zip(chunk.example_ids, chunk.doc_ids, chunk.provider_ids, strict=True))
         if progress is not None:
-            progress(len(chunk.example_ids))
+            progress(len(chunk))
     res = scorer.result()
+    starts = [start for start, _ in pieces]
+
+    def row(i: int) -> tuple[str, str, str]:
+        piece = bisect.bisect_right(starts, i) - 1
+        start, columns = pieces[piece]
+        r = columns.slice(i - start, 1).to_pylist()[0]
+        return r["example_id"], r["doc_id"], r["provider_id"]
+
     topk = [
-        [(*meta[i], float(s)) for i, s in zip(idx.tolist(), sc.tolist(), strict=True) if i >= 0]
-        for idx, sc in zip(res.topk_indices, res.topk_scores, strict=True)
+        [(*row(i), float(sc)) for i, sc in zip(idx.tolist(), scores.tolist(), strict=True) if i >= 0]
+        for idx, scores in zip(res.topk_indices, res.topk_scores, strict=True)
     ]
     return CheckpointScores(
         ck.checkpoint_id, table.name, version, res.group_sums.cpu(), res.group_positive_sums.cpu(), topk

@@ -9,6 +9,7 @@ redo replaces its rows instead of duplicating them.
 
 from __future__ import annotations
 
+import functools
 import json
 import queue
 import threading
@@ -71,16 +72,33 @@ def gradient_schema(dim: int, dtype: str, metadata: dict[str, str]) -> pa.Schema
     )
 
 
-@dataclass
+@dataclass(eq=False)
 class GradientChunk:
-    """One streamed chunk: ``vectors`` ``(n, dim)`` and its row metadata."""
+    """One streamed chunk: ``vectors`` ``(n, dim)`` and its row metadata.
+
+    The string columns stay Arrow arrays until asked for: a scorer needs only the vectors and
+    provider codes for every row, and the ids of the few rows that reach a top-k.
+    """
 
     vectors: torch.Tensor
-    example_ids: list[str]
-    doc_ids: list[str]
-    provider_ids: list[str]
     provider_codes: torch.Tensor  # (n,) int32
     shards: torch.Tensor  # (n,) int32
+    columns: pa.Table  # example_id, doc_id, provider_id
+
+    def __len__(self) -> int:
+        return self.vectors.shape[0]
+
+    @functools.cached_property
+    def example_ids(self) -> list[str]:
+        return self.columns.column("example_id").to_pylist()
+
+    @functools.cached_property
+    def doc_ids(self) -> list[str]:
+        return self.columns.column("doc_id").to_pylist()
+
+    @functools.cached_property
+    def provider_ids(self) -> list[str]:
+        return self.columns.column("provider_id").to_pylist()
 
 
 class GradientStore:
@@ -279,11 +297,9 @@ class GradientTable:
             vectors = vectors.to(device, non_blocking=True)
         return GradientChunk(
             vectors=vectors,
-            example_ids=table.column("example_id").to_pylist(),
-            doc_ids=table.column("doc_id").to_pylist(),
-            provider_ids=table.column("provider_id").to_pylist(),
             provider_codes=torch.from_numpy(table.column("provider_code").to_numpy()),
             shards=torch.from_numpy(table.column("shard").to_numpy()),
+            columns=table.select(["example_id", "doc_id", "provider_id"]),
         )
 
     # maintenance ----------------------------------------------------------------------------
