@@ -79,7 +79,14 @@ class Stores:
         return ArtifactStore(self.settings.artifacts)
 
     def ledger(self):
-        return open_ledger(self.settings.db_url or f"sqlite:///{(self.settings.home / 'ledger.db').resolve()}")
+        return ledger_engine(self.settings.db_url or f"sqlite:///{(self.settings.home / 'ledger.db').resolve()}")
+
+
+@lru_cache(maxsize=8)
+def ledger_engine(url: str):
+    """One engine (and connection pool) per ledger URL for the life of the process: a served
+    flow calls the steps every cycle, and an engine per call would leak pools."""
+    return open_ledger(url)
 
 
 def code_version() -> str:
