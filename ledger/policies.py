@@ -47,7 +47,7 @@ class QueryResult:
 
 
 def to_micros(value: Decimal | str | int | float, where: str) -> int:
-    """Exact decimal → integer micro-units; refuses NaN, inf, negatives and excess precision."""
+    """Exact decimal → integer micro-units, rounded half-even at 6 places; refuses NaN, inf, negatives."""
     try:
         dec = Decimal(str(value))
     except InvalidOperation as exc:
