@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import multiprocessing
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,14 +72,39 @@ class GroundTruth:
         """``(n_subsets, n_query)`` mean over seeds."""
         return self.measurements.double().mean(1)
 
-    def reliability(self) -> float:
-        """Split-half reliability: Spearman between the two seed halves' means, over queries."""
+    def reliability(self, queries: Sequence[int] | None = None) -> float:
+        """Split-half reliability (the LDS ceiling): per query, Spearman over subsets between the
+        means of the two seed halves; averaged over queries (``queries`` only, when given)."""
         s = self.measurements.shape[1]
         if s < 2:
             return float("nan")
-        a = self.measurements[:, : s // 2].double().mean(1)
-        b = self.measurements[:, s // 2 :].double().mean(1)
+        m = self.measurements.double()
+        if queries is not None:
+            m = m[:, :, torch.as_tensor(list(queries), dtype=torch.long)]
+        a, b = m[:, : s // 2].mean(1), m[:, s // 2 :].mean(1)
         return float(torch.nanmean(spearman(a.T, b.T)))
+
+
+def _cache_digest(masks: torch.Tensor, key: str) -> str:
+    return hashlib.sha256(masks.numpy().tobytes() + key.encode()).hexdigest()[:16]
+
+
+def _atomic_save(obj: object, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # a killed run never leaves a half-written cache
+
+
+# Fork workers inherit the job from the parent (closures need no pickling).
+_JOB: tuple[TrainFn, MeasureFn, torch.Tensor] | None = None
+
+
+def _measure_one(cell: tuple[int, int]) -> tuple[int, int, torch.Tensor]:
+    assert _JOB is not None
+    train_fn, measure_fn, masks = _JOB
+    torch.set_num_threads(1)
+    m, seed = cell
+    return m, seed, torch.as_tensor(measure_fn(train_fn(masks[m], seed))).detach().double().cpu()
 
 
 def ground_truth(
@@ -88,25 +115,49 @@ def ground_truth(
     cache_dir: str | Path | None = None,
     key: str = "",
     progress: Callable[[int], None] | None = None,
+    workers: int = 1,
 ) -> GroundTruth:
-    """Retrain on every subset with every seed (cached under ``cache_dir`` by masks, seeds, key)."""
-    digest = hashlib.sha256(masks.numpy().tobytes() + repr(list(seeds)).encode() + key.encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"ground-truth-{digest}.pt" if cache_dir else None
-    if path is not None and path.exists():
-        return GroundTruth(**torch.load(path))
-    rows = []
-    for m in range(masks.shape[0]):
-        per_seed = []
-        for seed in seeds:
-            per_seed.append(torch.as_tensor(measure_fn(train_fn(masks[m], seed))).double())
-            if progress is not None:
-                progress(1)
-        rows.append(torch.stack(per_seed))
-    gt = GroundTruth(masks, torch.stack(rows))
+    """Retrain on every subset with every seed: ``measurements`` ``(n_subsets, n_seeds, n_query)``.
+
+    With ``cache_dir`` every finished (subset, seed) cell is saved as it completes, in one file
+    per (masks, ``key``): an interrupted run resumes where it stopped, more seeds reuse the cells
+    already there, and every method is scored against the same retrained models. ``key`` must
+    change whenever ``train_fn`` or ``measure_fn`` do. ``workers > 1`` retrains in forked
+    processes (one torch thread each); the functions must then be safe to call after a fork.
+    """
+    global _JOB
+    seeds = list(seeds)
+    path = Path(cache_dir) / f"ground-truth-{_cache_digest(masks, key)}.pt" if cache_dir else None
+    cells: dict[tuple[int, int], torch.Tensor] = {}
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"masks": gt.masks, "measurements": gt.measurements}, path)
-    return gt
+        if path.exists():
+            saved = torch.load(path)
+            if not torch.equal(saved["masks"], masks):
+                raise ValueError(f"{path}: cached masks differ from the requested ones (digest collision?)")
+            cells = saved["cells"]
+    todo = [(m, seed) for m in range(masks.shape[0]) for seed in seeds if (m, seed) not in cells]
+
+    def record(m: int, seed: int, value: torch.Tensor) -> None:
+        cells[(m, seed)] = value
+        if path is not None:
+            _atomic_save({"masks": masks, "key": key, "cells": cells}, path)
+        if progress is not None:
+            progress(1)
+
+    if workers <= 1 or len(todo) <= 1:
+        for m, seed in todo:
+            record(m, seed, torch.as_tensor(measure_fn(train_fn(masks[m], seed))).detach().double().cpu())
+    else:
+        _JOB = (train_fn, measure_fn, masks)
+        try:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                for m, seed, value in pool.imap_unordered(_measure_one, todo):
+                    record(m, seed, value)
+        finally:
+            _JOB = None
+    measurements = torch.stack([torch.stack([cells[(m, s)] for s in seeds]) for m in range(masks.shape[0])])
+    return GroundTruth(masks, measurements)
 
 
 @dataclass
@@ -120,14 +171,25 @@ class LDSResult:
         return f"{self.mean:.3f} ± {self.se:.3f} (ceiling {self.ceiling:.3f})"
 
 
-def lds(scores: torch.Tensor, gt: GroundTruth) -> LDSResult:
-    """Linear datamodeling score: per query, Spearman over subsets between the summed scores of
-    each subset and the retrained measurement; mean and standard error over queries."""
+def lds(scores: torch.Tensor, gt: GroundTruth, queries: Sequence[int] | None = None) -> LDSResult:
+    """Linear datamodeling score of ``scores`` ``(n_query, n_train)``: per query, Spearman over
+    subsets between the summed scores of each subset and the retrained measurement; mean and
+    standard error over queries (only ``queries`` when given: indices into the query axis)."""
+    if scores.shape != (gt.measurements.shape[2], gt.masks.shape[1]):
+        raise ValueError(
+            f"scores must be (n_query, n_train) = {(gt.measurements.shape[2], gt.masks.shape[1])}, "
+            f"got {tuple(scores.shape)}"
+        )
     predicted = gt.masks.double() @ scores.double().T  # (n_subsets, n_query)
     per_query = spearman(predicted.T, gt.mean.T)
+    ceiling = gt.reliability(queries)
+    if queries is not None:
+        per_query = per_query[torch.as_tensor(list(queries), dtype=torch.long)]
     valid = per_query[~per_query.isnan()]
+    if len(valid) == 0:
+        return LDSResult(float("nan"), float("nan"), per_query, ceiling)
     se = float(valid.std() / math.sqrt(len(valid))) if len(valid) > 1 else float("nan")
-    return LDSResult(float(valid.mean()), se, per_query, gt.reliability())
+    return LDSResult(float(valid.mean()), se, per_query, ceiling)
 
 
 @dataclass
@@ -144,22 +206,51 @@ def brittleness(
     ks: Sequence[int],
     seeds: Sequence[int],
     base: torch.Tensor | None = None,
+    cache_dir: str | Path | None = None,
+    key: str = "",
+    workers: int = 1,
 ) -> BrittlenessResult:
-    """Remove each query's top-k train examples by ``scores``, retrain, measure that query."""
+    """Remove each query's top-k train examples by ``scores`` ``(n_query, n_train)``, retrain
+    with every seed, and measure that query; ``base`` ``(n_query,)`` is the full-data
+    measurement (retrained here when None). Retrainings go through :func:`ground_truth`, so
+    they are cached and parallel in the same way (``key`` names ``train_fn``/``measure_fn``)."""
     n_query, n_train = scores.shape
     if base is None:
-        full = torch.ones(n_train, dtype=torch.bool)
-        base = torch.stack([torch.as_tensor(measure_fn(train_fn(full, s))).double() for s in seeds]).mean(0)
-    changes, flips = [], []
-    for k in ks:
-        after = torch.empty(n_query, dtype=torch.float64)
-        for q in range(n_query):
-            mask = torch.ones(n_train, dtype=torch.bool)
-            mask[scores[q].topk(k).indices] = False
-            after[q] = torch.stack([torch.as_tensor(measure_fn(train_fn(mask, s)))[q].double() for s in seeds]).mean()
-        changes.append(float((after - base).mean()))
-        flips.append(int(((base > 0) & (after <= 0)).sum()))
+        full = torch.ones(1, n_train, dtype=torch.bool)
+        base = ground_truth(train_fn, measure_fn, full, seeds, cache_dir, key, None, workers).mean[0]
+    masks = torch.ones(len(ks), n_query, n_train, dtype=torch.bool)
+    for i, k in enumerate(ks):
+        masks[i].scatter_(1, scores.topk(k, dim=1).indices, False)
+    gt = ground_truth(train_fn, measure_fn, masks.reshape(-1, n_train), seeds, cache_dir, key, None, workers)
+    # row (k, q) of the retrained models, measured on its own query q
+    after = gt.mean.reshape(len(ks), n_query, -1).diagonal(dim1=1, dim2=2)  # (len(ks), n_query)
+    changes = [float((after[i] - base).mean()) for i in range(len(ks))]
+    flips = [int(((base > 0) & (after[i] <= 0)).sum()) for i in range(len(ks))]
     return BrittlenessResult(list(ks), changes, flips)
+
+
+def provider_credit(
+    scores: torch.Tensor, groups: torch.Tensor, n_groups: int, policy: str = "topk_share", topk: int = 10
+) -> torch.Tensor:
+    """Credit per provider ``(n_query, n_groups)`` from ``scores`` ``(n_query, n_train)``.
+
+    ``groups`` ``(n_train,)`` holds each train example's provider code. Policies: ``sum`` (summed
+    scores), ``positive_share`` (summed positive scores) and ``topk_share`` (positive scores of
+    each query's ``topk`` best examples, as the ledger's default policy credits them).
+    """
+    scores = scores.double()
+    groups = torch.as_tensor(groups, dtype=torch.long)
+    if groups.shape != (scores.shape[1],):
+        raise ValueError(f"groups must be (n_train,) = ({scores.shape[1]},), got {tuple(groups.shape)}")
+    out = torch.zeros(scores.shape[0], n_groups, dtype=torch.float64)
+    if policy == "sum":
+        return out.index_add_(1, groups, scores)
+    if policy == "positive_share":
+        return out.index_add_(1, groups, scores.clamp_min(0))
+    if policy == "topk_share":
+        top = scores.topk(min(topk, scores.shape[1]), dim=1)
+        return out.scatter_add_(1, groups[top.indices], top.values.clamp_min(0))
+    raise ValueError(f"policy must be sum, positive_share or topk_share, got {policy!r}")
 
 
 def planted_accuracy(
@@ -174,3 +265,69 @@ def planted_accuracy(
         out["accuracy_learned"] = float(hit[mask].double().mean()) if mask.any() else float("nan")
         out["learned"] = int(mask.sum())
     return out
+
+
+# -------------------------------------------------------------------------------------------
+# A whole evaluation: one task, many methods, one cached ground truth.
+
+
+@dataclass
+class EvalTask:
+    """What :func:`evaluate_task` needs.
+
+    ``train_fn(mask, seed)`` retrains on the ``(n_train,)`` bool mask; ``measure_fn(model)``
+    gives ``(n_query,)`` measurements (higher = better); ``score_methods(names)`` returns
+    ``{method name: scores (n_query, n_train)}`` (all methods when ``names`` is None);
+    ``query_groups`` names subsets of queries to report separately (indices).
+    """
+
+    name: str
+    n_train: int
+    train_fn: TrainFn
+    measure_fn: MeasureFn
+    score_methods: Callable[[Sequence[str] | None], dict[str, torch.Tensor]]
+    query_groups: dict[str, list[int]] | None = None
+
+
+@dataclass
+class LDSArguments:
+    """How the ground truth is sampled: ``subsets`` masks of ``alpha × n_train`` examples,
+    each retrained with seeds ``0..seeds-1``."""
+
+    subsets: int = 100
+    seeds: int = 3
+    alpha: float = 0.5
+    subset_seed: int = 0
+    workers: int = 1
+    cache_dir: str | Path | None = None
+
+
+def evaluate_task(
+    task: EvalTask,
+    args: LDSArguments,
+    methods: Sequence[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """LDS (mean, s.e., ceiling) of every method on ``task``; JSON-ready."""
+    if args.seeds < 1 or args.subsets < 2:
+        raise ValueError(f"need at least 2 subsets and 1 seed, got subsets={args.subsets}, seeds={args.seeds}")
+    masks = sample_subsets(task.n_train, args.subsets, args.alpha, args.subset_seed)
+    key = f"{task.name}-alpha{args.alpha}"
+    gt = ground_truth(
+        task.train_fn, task.measure_fn, masks, range(args.seeds), args.cache_dir, key, progress, args.workers
+    )
+    groups = {"all": None, **(task.query_groups or {})}
+    report: dict = {
+        "task": task.name,
+        "subsets": args.subsets,
+        "seeds": args.seeds,
+        "alpha": args.alpha,
+        "ceiling": {g: gt.reliability(q) for g, q in groups.items()},
+        "lds": {},
+    }
+    for name, scores in task.score_methods(methods).items():
+        report["lds"][name] = {}
+        for g, q in groups.items():
+            r = lds(scores, gt, q)
+            report["lds"][name][g] = {"mean": r.mean, "se": r.se}
+    return report

@@ -12,58 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
+from benchmarks.accuracy.digits_task import load, loss_fn, margins, train
 from valuation import LoGra, LoGraConfig, ProjectedFisher, influence_scores, self_influence
 from valuation.baselines import exact_influence, grad_cosine, grad_dot, representation_similarity
 from valuation.evaluate import brittleness, ground_truth, lds, sample_subsets
 
 OUT = Path(__file__).resolve().parent / "out"
-
-
-def load(n_train: int = 1000, n_query: int = 50, seed: int = 0):
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    x = torch.tensor(x, dtype=torch.float32) / 16.0
-    y = torch.tensor(y)
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    tr, te = order[:n_train], order[n_train : n_train + n_query]
-    return x[tr], y[tr], x[te], y[te]
-
-
-def mlp() -> nn.Module:
-    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
-
-
-def train(x, y, mask: torch.Tensor, seed: int, steps: int = 300) -> nn.Module:
-    torch.manual_seed(seed)
-    model = mlp()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    xs, ys = x[mask], y[mask]
-    for _ in range(steps):
-        loss = nn.functional.cross_entropy(model(xs), ys)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return model.eval()
-
-
-def margins(model: nn.Module, x, y) -> torch.Tensor:
-    with torch.no_grad():
-        logits = model(x)
-    correct = logits.gather(1, y[:, None]).squeeze(1)
-    other = logits.masked_fill(nn.functional.one_hot(y, 10).bool(), float("-inf")).max(1).values
-    return correct - other
-
-
-def loss_fn(model, batch):
-    x, y = batch
-    return nn.functional.cross_entropy(model(x), y, reduction="sum")
 
 
 def logra_scores(model, xtr, ytr, xq, yq, k: int, init: str, damping: float, mode: str) -> torch.Tensor:
@@ -100,6 +61,18 @@ def all_methods(model, xtr, ytr, xq, yq, ks=(8, 16, 32, 64)) -> dict[str, torch.
     return out
 
 
+def ekfac_peer(model, python: str, out_dir: Path, n_train: int, n_query: int) -> dict[str, torch.Tensor]:
+    """EKFAC scores of the same weights from kronfluence, run in its own environment."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights, scores = out_dir / "digits-full-model.pt", out_dir / "ekfac-digits-scores.pt"
+    torch.save(model.state_dict(), weights)
+    root = Path(__file__).resolve().parents[2]
+    cmd = [python, "-m", "benchmarks.accuracy.ekfac_digits", "--model", str(weights), "--out", str(scores)]
+    cmd += ["--n-train", str(n_train), "--n-query", str(n_query)]
+    subprocess.run(cmd, check=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    return torch.load(scores)
+
+
 def run(
     subsets: int,
     seeds: int,
@@ -108,6 +81,8 @@ def run(
     brittle_queries: int,
     out_dir: Path,
     brittle_ks: tuple[int, ...] = (5, 10, 20, 40),
+    workers: int = 1,
+    ekfac_python: str | None = None,
 ) -> dict:
     torch.set_num_threads(1)
     xtr, ytr, xq, yq = load(n_train, n_query)
@@ -121,11 +96,19 @@ def run(
         return margins(model, xq, yq)
 
     gt = ground_truth(
-        train_fn, measure_fn, masks, list(range(seeds)), out_dir / "cache", key=f"digits-{n_train}-{n_query}"
+        train_fn,
+        measure_fn,
+        masks,
+        list(range(seeds)),
+        out_dir / "cache",
+        key=f"digits-{n_train}-{n_query}",
+        workers=workers,
     )
     t_gt = time.time() - t0
     full = train_fn(torch.ones(n_train, dtype=torch.bool), 0)
     methods = all_methods(full, xtr, ytr, xq, yq)
+    if ekfac_python:
+        methods.update(ekfac_peer(full, ekfac_python, out_dir, n_train, n_query))
     results = {name: lds(scores, gt) for name, scores in methods.items()}
     out = {
         "config": {"subsets": subsets, "seeds": seeds, "n_train": n_train, "n_query": n_query},
@@ -144,13 +127,24 @@ def run(
             "exact influence, layer-wise Fisher, damping 0.1",
             "gradient dot product",
             "representation similarity",
+            *(name for name in methods if name.startswith("EKFAC") and "true" in name),
         ):
             sub = methods[name][chosen]
 
             def measure_sub(model, chosen=chosen):
                 return measure_fn(model)[chosen]
 
-            res = brittleness(sub, train_fn, measure_sub, list(brittle_ks), list(range(seeds)), base[chosen])
+            res = brittleness(
+                sub,
+                train_fn,
+                measure_sub,
+                list(brittle_ks),
+                list(range(seeds)),
+                base[chosen],
+                out_dir / "cache",
+                key=f"digits-brittle-{n_train}-{n_query}-{chosen}",
+                workers=workers,
+            )
             out["brittleness"][name] = {
                 "ks": res.ks,
                 "mean_change": res.mean_change,
@@ -169,8 +163,19 @@ def main() -> None:
     parser.add_argument("--n-query", type=int, default=50)
     parser.add_argument("--brittle-queries", type=int, default=10)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--workers", type=int, default=1, help="processes retraining the ground truth")
+    parser.add_argument("--ekfac-python", help="python of a venv with kronfluence (see ekfac_digits.py)")
     args = parser.parse_args()
-    res = run(args.subsets, args.seeds, args.n_train, args.n_query, args.brittle_queries, args.out)
+    res = run(
+        args.subsets,
+        args.seeds,
+        args.n_train,
+        args.n_query,
+        args.brittle_queries,
+        args.out,
+        workers=args.workers,
+        ekfac_python=args.ekfac_python,
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "digits.json").write_text(json.dumps(res, indent=2))
     from rich.console import Console
