@@ -47,8 +47,15 @@ def exact_influence(
     return pre_q @ g.T
 
 
-def representation_similarity(q_features: torch.Tensor, t_features: torch.Tensor) -> torch.Tensor:
-    """Cosine of hidden representations (e.g. the last hidden state)."""
+def representation_similarity(
+    q_features: torch.Tensor, t_features: torch.Tensor, center: bool = True
+) -> torch.Tensor:
+    """Cosine of hidden representations ``(n_query, d)`` and ``(n_train, d)`` (e.g. the last
+    hidden state). ``center`` subtracts the train mean first: hidden states share a large common
+    direction, which otherwise makes every cosine close to 1."""
+    if center:
+        mean = t_features.double().mean(0, keepdim=True)
+        q_features, t_features = q_features.double() - mean, t_features.double() - mean
     return grad_cosine(q_features, t_features)
 
 

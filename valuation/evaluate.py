@@ -312,9 +312,8 @@ def evaluate_task(
     if args.seeds < 1 or args.subsets < 2:
         raise ValueError(f"need at least 2 subsets and 1 seed, got subsets={args.subsets}, seeds={args.seeds}")
     masks = sample_subsets(task.n_train, args.subsets, args.alpha, args.subset_seed)
-    key = f"{task.name}-alpha{args.alpha}"
     gt = ground_truth(
-        task.train_fn, task.measure_fn, masks, range(args.seeds), args.cache_dir, key, progress, args.workers
+        task.train_fn, task.measure_fn, masks, range(args.seeds), args.cache_dir, task.name, progress, args.workers
     )
     groups = {"all": None, **(task.query_groups or {})}
     report: dict = {

@@ -22,7 +22,7 @@ import torch
 from benchmarks.accuracy.digits_task import load, loss_fn, margins, train
 from valuation import LoGra, LoGraConfig, ProjectedFisher, influence_scores, self_influence
 from valuation.baselines import exact_influence, grad_cosine, grad_dot, representation_similarity
-from valuation.evaluate import brittleness, ground_truth, lds, sample_subsets
+from valuation.evaluate import EvalTask, brittleness, ground_truth, lds, sample_subsets
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -59,6 +59,30 @@ def all_methods(model, xtr, ytr, xq, yq, ks=(8, 16, 32, 64)) -> dict[str, torch.
     with torch.no_grad():
         out["representation similarity"] = representation_similarity(features(xq), features(xtr))
     return out
+
+
+def task(n_train: int = 1000, n_query: int = 50) -> EvalTask:
+    """Entry point for ``dataworth eval digits`` (= ``benchmarks.accuracy.digits:task``)."""
+    torch.set_num_threads(1)
+    xtr, ytr, xq, yq = load(n_train, n_query)
+    cache: dict[str, torch.Tensor] = {}
+
+    def score_methods(names):
+        if not cache:
+            full = train(xtr, ytr, torch.ones(n_train, dtype=torch.bool), 0)
+            cache.update(all_methods(full, xtr, ytr, xq, yq))
+        unknown = sorted(set(names or ()) - set(cache))
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; known: {sorted(cache)}")
+        return {name: cache[name] for name in (names or cache)}
+
+    return EvalTask(
+        name=f"digits-{n_train}-{n_query}",
+        n_train=n_train,
+        train_fn=lambda mask, seed: train(xtr, ytr, mask, seed),
+        measure_fn=lambda model: margins(model, xq, yq),
+        score_methods=score_methods,
+    )
 
 
 def ekfac_peer(model, python: str, out_dir: Path, n_train: int, n_query: int) -> dict[str, torch.Tensor]:

@@ -62,7 +62,9 @@ class LMSuiteArguments:
 
     @classmethod
     def smoke(cls) -> LMSuiteArguments:
-        recipe = TrainArguments(vocab_size=300, n_layer=1, n_embd=32, n_head=2, epochs=3, batch_size=8, checkpoints=2)
+        recipe = TrainArguments(
+            vocab_size=300, n_layer=1, n_embd=32, n_head=2, max_length=384, epochs=3, batch_size=8, checkpoints=2
+        )
         return cls(docs_per_provider=6, fact_repeats=1, heldout_indices=(0, 5), recipe=recipe, ks=(4, 8))
 
 
@@ -268,6 +270,11 @@ def task(smoke: bool = False, workdir: Path | None = None) -> EvalTask:
     """Entry point for ``dataworth eval benchmarks.accuracy.lm:task``."""
     args = LMSuiteArguments.smoke() if smoke else LMSuiteArguments()
     return LMSuite(args, workdir or OUT / ("lm-smoke" if smoke else "lm")).task()
+
+
+def smoke_task() -> EvalTask:
+    """Entry point for ``dataworth eval demo-lm-smoke``: the suite at a tiny size (seconds)."""
+    return task(smoke=True)
 
 
 def run(args: LMSuiteArguments, lds_args: LDSArguments, workdir: Path, methods: Sequence[str] | None = None) -> dict:

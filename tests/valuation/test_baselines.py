@@ -70,3 +70,33 @@ def test_digits_suite_smoke(tmp_path):
     assert res["config"]["subsets"] == 6 and 0 < res["ceiling"] <= 1
     assert all(-1 <= r["mean"] <= 1 for r in res["lds"].values())
     assert set(res["brittleness"]) and all(len(b["mean_change"]) == 2 for b in res["brittleness"].values())
+
+
+def test_lm_suite_smoke_and_sign_convention(tmp_path):
+    """Suite (c) for the LM: the demo recipe at a tiny size, LDS + planted facts end to end; then
+    every LM method scores a query that repeats a training document as helpful to it."""
+    from benchmarks.accuracy.lm import LMSuite, LMSuiteArguments, run
+    from valuation import pad_batch
+    from valuation.evaluate import LDSArguments
+
+    torch.set_num_threads(1)
+    args = LMSuiteArguments.smoke()
+    res = run(args, LDSArguments(subsets=4, seeds=2, cache_dir=tmp_path / "cache"), tmp_path / "work")
+    assert set(res["ceiling"]) == {"all", "held-out documents", "planted-fact queries"}
+    assert "LoGra pca k=8" in res["lds"] and "TF-IDF, character 3-5-grams" in res["lds"]
+    assert all(-1 <= r["all"]["mean"] <= 1 for r in res["lds"].values())
+    planted = res["planted"]["methods"]
+    assert all(0 <= p["topk_share"]["accuracy"] <= 1 for p in planted.values())
+    assert res["planted"]["facts"] == 18
+
+    suite = LMSuite(args, tmp_path / "work")  # reuses the trained checkpoints
+    picks = [0, 7, 20]
+    ids = suite.tokenizer([suite.texts[i] for i in picks], add_special_tokens=False)["input_ids"]
+    suite.query_batches = [pad_batch([s[: args.recipe.max_length] for s in ids], suite.tokenizer.pad_token_id)]
+    suite.query_texts = [suite.texts[i] for i in picks]
+    for name, scores in suite.score_methods().items():
+        for row, i in enumerate(picks):
+            assert scores[row, i] > 0, (name, i)
+            assert scores[row, i] > scores[row].median(), (name, i)
+            if any(tag in name for tag in ("cosine", "relatif", "exact", "TF-IDF", "representation")):
+                assert int(scores[row].argmax()) == i, (name, i)  # normalised: a duplicate is the best match

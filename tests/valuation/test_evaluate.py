@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from valuation.evaluate import (
+    EvalTask,
     GroundTruth,
+    LDSArguments,
     brittleness,
+    evaluate_task,
     ground_truth,
     lds,
     planted_accuracy,
+    provider_credit,
     rank,
     sample_subsets,
     spearman,
@@ -100,3 +106,86 @@ def test_planted_accuracy():
     scores = torch.tensor([[3.0, 1.0], [0.0, 2.0], [5.0, 4.0]])
     out = planted_accuracy(scores, [0, 1, 1], learned=[True, True, False])
     assert out["accuracy"] == pytest.approx(2 / 3) and out["accuracy_learned"] == 1.0
+
+
+def test_ground_truth_cells_resume_extend_and_match_in_forked_workers(tmp_path):
+    """A cache holding some cells is completed, not redone; more seeds reuse the old cells; two
+    forked workers give the same measurements as one process."""
+    _, train_fn, measure_fn = linear_world()
+    calls = []
+
+    def counting(mask, seed):
+        calls.append(seed)
+        return train_fn(mask, seed)
+
+    masks = sample_subsets(N, 6, 0.5, seed=2)
+    serial = ground_truth(counting, measure_fn, masks, [0, 1], tmp_path / "a", key="w")
+    assert len(calls) == 12
+    more = ground_truth(counting, measure_fn, masks, [0, 1, 2], tmp_path / "a", key="w")
+    assert len(calls) == 18 and torch.equal(more.measurements[:, :2], serial.measurements)
+    forked = ground_truth(train_fn, measure_fn, masks, [0, 1], tmp_path / "b", key="w", workers=2)
+    assert torch.equal(forked.measurements, serial.measurements)
+
+
+def test_provider_credit_policies_match_hand_sums():
+    scores = torch.tensor([[3.0, -1.0, 2.0, 0.5], [-2.0, 1.0, -3.0, 4.0]])
+    groups = torch.tensor([0, 1, 1, 2])
+    assert provider_credit(scores, groups, 3, "sum").tolist() == [[3.0, 1.0, 0.5], [-2.0, -2.0, 4.0]]
+    assert provider_credit(scores, groups, 3, "positive_share").tolist() == [[3.0, 2.0, 0.5], [0.0, 1.0, 4.0]]
+    # top-2 per query: (3, 2) → providers 0 and 1; (4, 1) → providers 2 and 1
+    assert provider_credit(scores, groups, 3, "topk_share", topk=2).tolist() == [[3.0, 2.0, 0.0], [0.0, 1.0, 4.0]]
+    with pytest.raises(ValueError, match="groups must be"):
+        provider_credit(scores, groups[:3], 3)
+
+
+def linear_task() -> EvalTask:
+    """A task for ``dataworth eval tests.valuation.test_evaluate:linear_task``."""
+    w, train_fn, measure_fn = linear_world()
+
+    def methods(names):
+        every = {
+            "oracle": w,
+            "negated oracle": -w,
+            "random": torch.randn(Q, N, generator=torch.Generator().manual_seed(5), dtype=torch.float64),
+        }
+        return {k: v for k, v in every.items() if not names or k in names}
+
+    return EvalTask("linear-world", N, train_fn, measure_fn, methods, {"first half": list(range(Q // 2))})
+
+
+def test_evaluate_task_and_the_eval_command(tmp_path):
+    from typer.testing import CliRunner
+
+    report = evaluate_task(linear_task(), LDSArguments(subsets=40, seeds=2, cache_dir=tmp_path))
+    assert report["lds"]["oracle"]["all"]["mean"] > 0.99
+    assert report["lds"]["negated oracle"]["first half"]["mean"] < -0.99
+    assert abs(report["lds"]["random"]["all"]["mean"]) < 3 * report["lds"]["random"]["all"]["se"]
+    assert report["ceiling"]["all"] > 0.99
+
+    import typer
+
+    from flows.eval_cmd import eval_command
+
+    app = typer.Typer()
+    app.command("eval")(eval_command)
+    app.command("other")(lambda: None)  # a multi-command app, as flows/cli.py is
+    out = tmp_path / "report.json"
+    args = ["eval", "tests.valuation.test_evaluate:linear_task", "--subsets", "40", "--seeds", "2"]
+    result = CliRunner().invoke(app, [*args, "--cache-dir", str(tmp_path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "oracle" in result.output and "ceiling" in result.output
+    assert json.loads(out.read_text())["lds"] == report["lds"]  # same cached ground truth, same numbers
+    bad = CliRunner().invoke(app, ["eval", "no_such_module:task"])
+    assert bad.exit_code != 0 and "cannot import task module" in str(bad.exception)
+
+
+def test_retraining_is_seeded_and_reproducible():
+    """The suites' train functions: same (subset, seed) → identical measurements; another seed differs."""
+    from benchmarks.accuracy.digits_task import load, margins, train
+
+    torch.set_num_threads(1)
+    xtr, ytr, xq, yq = load(n_train=80, n_query=5)
+    mask = sample_subsets(80, 1, 0.5, seed=0)[0]
+    a, b = (margins(train(xtr, ytr, mask, 7, steps=20), xq, yq) for _ in range(2))
+    c = margins(train(xtr, ytr, mask, 8, steps=20), xq, yq)
+    assert torch.equal(a, b) and not torch.equal(a, c)
