@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flows.eval_cmd import eval_command
+
 app = typer.Typer(
     help="dataworth: value training data providers with LoGra influence; credits in a SQL ledger.",
     no_args_is_help=True,
@@ -23,6 +25,7 @@ checkpoint_app = typer.Typer(help="Register and list model checkpoints.", no_arg
 query_app = typer.Typer(help="Queue queries to value.", no_args_is_help=True)
 app.add_typer(checkpoint_app, name="checkpoint")
 app.add_typer(query_app, name="query")
+app.command("eval")(eval_command)
 console = Console()
 
 _state: dict = {}

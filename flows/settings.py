@@ -7,6 +7,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from storage.objectstore import join
 from valuation import LoGraConfig
 
 
@@ -16,7 +17,8 @@ class Settings:
 
     home: Path = Path(".dataworth")
     db_url: str | None = None  # default: SQLite file under home
-    lance_uri: str | None = None  # default: home/lance
+    store_uri: str | None = None  # gradients, corpus, queries and artifacts: a directory or s3://bucket/prefix
+    lance_uri: str | None = None  # default: store_uri/lance (or home/lance)
     # valuation
     k_in: int = 16
     k_out: int = 16
@@ -36,12 +38,16 @@ class Settings:
     extra: dict = field(default_factory=dict)
 
     @property
-    def lance(self) -> str:
-        return self.lance_uri or str(self.home / "lance")
+    def store(self) -> str:
+        return self.store_uri or str(self.home)
 
     @property
-    def artifacts(self) -> Path:
-        return self.home / "artifacts"
+    def lance(self) -> str:
+        return self.lance_uri or join(self.store, "lance")
+
+    @property
+    def artifacts(self) -> str:
+        return join(self.store, "artifacts")
 
     def logra_config(self) -> LoGraConfig:
         return LoGraConfig(k_in=self.k_in, k_out=self.k_out, init=self.init, include=tuple(self.include))
@@ -74,6 +80,7 @@ class Settings:
 ENV = {
     "home": "DATAWORTH_HOME",
     "db_url": "DATAWORTH_DB_URL",
+    "store_uri": "DATAWORTH_STORE_URI",
     "lance_uri": "DATAWORTH_LANCE_URI",
 }
 

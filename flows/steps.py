@@ -37,7 +37,6 @@ from storage import (
     IngestArguments,
     QueryStore,
     checkpoint_fingerprint,
-    sha256_file,
 )
 from valuation import (
     LoGra,
@@ -527,9 +526,7 @@ def post_credits(settings: Settings, val: Valuation, weights: dict | None = None
         policy=settings.policy,
         config=settings.valuation_config() | {"mode": settings.mode, "damping_ratio": settings.damping_ratio},
         artifact_hashes={
-            f"{c.checkpoint_id[:16]}/{name}": sha256_file(
-                stores.artifacts.path(c.checkpoint_id, settings.config_hash(), name) / "manifest.json"
-            )
+            f"{c.checkpoint_id[:16]}/{name}": stores.artifacts.digest(c.checkpoint_id, settings.config_hash(), name)
             for c in checkpoints
             for name in ("projections", "preconditioner")
         },

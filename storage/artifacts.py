@@ -1,8 +1,10 @@
 """The artifact store: tensors as safetensors with a JSON manifest of sha256 hashes.
 
 Artifacts (projections, covariances, Fisher sums, eigendecompositions) are keyed by checkpoint
-fingerprint, configuration hash and a name. Writes go to a temporary directory renamed into
-place, so a reader sees a whole artifact or none; loads verify every hash.
+fingerprint, configuration hash and a name, under a local directory or an object-store URI
+(``s3://bucket/prefix``). The tensors file is named by its content hash and written first; the
+manifest that names it is written last in one atomic step (a rename on disk, one PUT on an object
+store), so a reader sees a whole artifact or none, and loads verify every hash.
 """
 
 from __future__ import annotations
@@ -10,15 +12,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
+import uuid
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
 
 from storage.errors import ArtifactError
+from storage.objectstore import filesystem, is_remote
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -46,17 +50,44 @@ def checkpoint_fingerprint(model_dir: str | Path) -> str:
 
 
 class ArtifactStore:
-    """``root/<checkpoint[:16]>/<config_hash>/<name>/`` holding ``*.safetensors`` + ``manifest.json``."""
+    """``root/<checkpoint[:16]>/<config_hash>/<name>/`` holding ``manifest.json`` and the
+    ``tensors-<sha256[:16]>.safetensors`` it names; ``root`` is a directory or ``s3://...``."""
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.uri = str(root)
+        self.fs, self.base = filesystem(self.uri)
+
+    def location(self, checkpoint: str, config_hash: str, name: str) -> str:
+        """The artifact's folder inside :attr:`fs` (an absolute path, or ``bucket/prefix/...``)."""
+        return f"{self.base}/{checkpoint[:16]}/{config_hash}/{name}"
 
     def path(self, checkpoint: str, config_hash: str, name: str) -> Path:
-        return self.root / checkpoint[:16] / config_hash / name
+        """The artifact's local folder (stores on a local filesystem only)."""
+        if is_remote(self.uri):
+            raise ArtifactError(f"{self.uri} is an object store: artifacts have no local path")
+        return Path(self.location(checkpoint, config_hash, name))
+
+    def _read(self, path: str) -> bytes | None:
+        try:
+            with self.fs.open_input_stream(path) as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return None
+
+    def _write(self, path: str, data: bytes) -> None:
+        """One atomic write: a rename on disk, a single PUT on an object store."""
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        else:
+            with self.fs.open_output_stream(path) as fh:
+                fh.write(data)
 
     def exists(self, checkpoint: str, config_hash: str, name: str) -> bool:
-        return (self.path(checkpoint, config_hash, name) / "manifest.json").exists()
+        info = self.fs.get_file_info(self.location(checkpoint, config_hash, name) + "/manifest.json")
+        return info.type == pafs.FileType.File
 
     def save(
         self,
@@ -67,54 +98,62 @@ class ArtifactStore:
         config: dict | None = None,
         extra: dict | None = None,
     ) -> str:
-        """Write atomically; returns the manifest's sha256 (the artifact's content hash)."""
-        target = self.path(checkpoint, config_hash, name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
-        try:
-            data = tmp / "tensors.safetensors"
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(data))
-            manifest = {
-                "name": name,
-                "checkpoint": checkpoint,
-                "config_hash": config_hash,
-                "config": config or {},
-                "extra": extra or {},
-                "files": {"tensors.safetensors": sha256_file(data)},
-                "created_at": time.time(),
-            }
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
-            if target.exists():  # replace: move the old one aside first, then swap in
-                old = Path(tempfile.mkdtemp(prefix=f".{name}.old.", dir=target.parent))
-                os.replace(target, old / "x")
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return sha256_file(target / "manifest.json")
+        """Write atomically (replacing any earlier version); returns the manifest's sha256."""
+        folder = self.location(checkpoint, config_hash, name)
+        self.fs.create_dir(folder, recursive=True)
+        data = save_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+        digest = hashlib.sha256(data).hexdigest()
+        file = f"tensors-{digest[:16]}.safetensors"
+        previous = self._read(folder + "/manifest.json")
+        self._write(f"{folder}/{file}", data)
+        manifest = {
+            "name": name,
+            "checkpoint": checkpoint,
+            "config_hash": config_hash,
+            "config": config or {},
+            "extra": extra or {},
+            "files": {file: digest},
+            "created_at": time.time(),
+        }
+        blob = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        self._write(folder + "/manifest.json", blob)
+        # Keep the file the previous manifest named (a reader may hold that manifest); drop older ones.
+        keep = {file, "manifest.json", *(json.loads(previous)["files"] if previous else {})}
+        for info in self.fs.get_file_info(pafs.FileSelector(folder)):
+            if info.base_name not in keep and info.base_name.startswith("tensors-"):
+                self.fs.delete_file(info.path)
+        return hashlib.sha256(blob).hexdigest()
+
+    def digest(self, checkpoint: str, config_hash: str, name: str) -> str:
+        """sha256 of the artifact's manifest (which holds the hashes of its files)."""
+        self.manifest(checkpoint, config_hash, name)
+        return hashlib.sha256(self._read(self.location(checkpoint, config_hash, name) + "/manifest.json")).hexdigest()
 
     def manifest(self, checkpoint: str, config_hash: str, name: str) -> dict:
-        path = self.path(checkpoint, config_hash, name) / "manifest.json"
-        if not path.exists():
+        path = self.location(checkpoint, config_hash, name) + "/manifest.json"
+        blob = self._read(path)
+        if blob is None:
             raise ArtifactError(
                 f"artifact {name!r} of checkpoint {checkpoint[:16]} config {config_hash} is missing ({path})"
             )
-        return json.loads(path.read_text())
+        return json.loads(blob)
 
     def load(self, checkpoint: str, config_hash: str, name: str) -> tuple[dict[str, torch.Tensor], dict]:
         """Tensors and manifest; raises :class:`ArtifactError` on a hash or key mismatch."""
         manifest = self.manifest(checkpoint, config_hash, name)
-        folder = self.path(checkpoint, config_hash, name)
+        folder = self.location(checkpoint, config_hash, name)
         if manifest.get("checkpoint") != checkpoint or manifest.get("config_hash") != config_hash:
             raise ArtifactError(
                 f"{folder}: made for checkpoint {str(manifest.get('checkpoint'))[:16]} config "
                 f"{manifest.get('config_hash')}, asked for {checkpoint[:16]} {config_hash}"
             )
+        tensors: dict[str, torch.Tensor] = {}
         for file, digest in manifest["files"].items():
-            actual = sha256_file(folder / file)
+            data = self._read(f"{folder}/{file}")
+            if data is None:
+                raise ArtifactError(f"{folder}/{file} is missing (named by its manifest)")
+            actual = hashlib.sha256(data).hexdigest()
             if actual != digest:
-                raise ArtifactError(f"{folder / file} is corrupted: sha256 {actual[:12]} != manifest {digest[:12]}")
-        return load_file(str(folder / "tensors.safetensors")), manifest
+                raise ArtifactError(f"{folder}/{file} is corrupted: sha256 {actual[:12]} != manifest {digest[:12]}")
+            tensors.update(load_bytes(data))
+        return tensors, manifest

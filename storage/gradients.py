@@ -1,19 +1,25 @@
 """The gradient store: one LanceDB table of projected vectors per (checkpoint, valuation config).
 
-A shard is the unit of commit. Opening a shard writer deletes the shard's rows and records an
-``open`` marker; rows are appended in large batches from a background thread; ``commit`` records
-a ``committed`` marker. Readers see a shard only when its latest marker (at the table version
-they read) is ``committed``, so a writer that died mid-shard leaves nothing visible, and the
-redo replaces its rows instead of duplicating them.
+A shard is the unit of commit. Opening a shard writer records an ``open`` marker for a new
+attempt and deletes the shard's rows; rows, tagged with the attempt, are appended in large
+batches from a background thread; ``commit`` deletes any other attempt's rows of the shard and
+records a ``committed`` marker. Readers see a shard only when its latest attempt (at the table
+version they read) is committed, so a writer that died mid-shard leaves nothing visible, and the
+redo replaces its rows instead of duplicating them. A writer that was presumed dead but wakes up
+(a hung worker whose shard was handed to another) finds itself superseded after its next append,
+removes its own rows and stops.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import queue
+import socket
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -41,6 +47,8 @@ MARKERS_SCHEMA = pa.schema(
         pa.field("rows", pa.int64()),
         pa.field("table_version", pa.int64(), nullable=False),
         pa.field("seq", pa.int64(), nullable=False),
+        pa.field("attempt", pa.string()),
+        pa.field("worker", pa.string()),  # $DATAWORTH_WORKER or host:pid of the writing process
     ]
 )
 SELF_INFLUENCE_SCHEMA = pa.schema(
@@ -66,6 +74,7 @@ def gradient_schema(dim: int, dtype: str, metadata: dict[str, str]) -> pa.Schema
             pa.field("provider_id", pa.string(), nullable=False),
             pa.field("provider_code", pa.int32(), nullable=False),
             pa.field("shard", pa.int32(), nullable=False),
+            pa.field("attempt", pa.string(), nullable=False),
             pa.field("vector", pa.list_(value, dim), nullable=False),
         ],
         metadata=metadata,
@@ -165,7 +174,7 @@ class GradientTable:
         return self.tbl.version
 
     # markers --------------------------------------------------------------------------------
-    def _mark(self, shard: int, state: str, rows: int | None) -> None:
+    def _mark(self, shard: int, state: str, rows: int | None, attempt: str | None = None) -> None:
         self.store.markers.add(
             pa.table(
                 {
@@ -175,22 +184,41 @@ class GradientTable:
                     "rows": [rows],
                     "table_version": [self.tbl.version],
                     "seq": [time.time_ns()],
+                    "attempt": [attempt],
+                    "worker": [worker_name()],
                 },
                 schema=MARKERS_SCHEMA,
             )
         )
 
-    def shard_states(self, version: int | None = None) -> dict[int, str]:
-        """Latest marker state per shard as of table ``version`` (default: latest)."""
+    def _markers(self, version: int | None = None, shard: int | None = None) -> dict[int, dict]:
+        """Per shard, its latest attempt: ``{"attempt", "state", "worker", "rows"}``."""
         flt = f"`table` = '{self.name}'"
         if version is not None:
             flt += f" AND table_version <= {int(version)}"
-        t = self.store.markers.to_lance().to_table(filter=flt, columns=["shard", "state", "seq"])
-        latest: dict[int, tuple[int, str]] = {}
-        for shard, state, seq in zip(*(t.column(c).to_pylist() for c in ("shard", "state", "seq")), strict=True):
-            if shard not in latest or seq > latest[shard][0]:
-                latest[shard] = (seq, state)
-        return {s: st for s, (_, st) in latest.items()}
+        if shard is not None:
+            flt += f" AND shard = {int(shard)}"
+        cols = ["shard", "state", "seq", "attempt", "worker", "rows"]
+        rows = self.store.markers.to_lance().to_table(filter=flt, columns=cols).to_pylist()
+        latest: dict[int, dict] = {}
+        for r in sorted(rows, key=lambda r: r["seq"]):
+            if r["state"] == "open":
+                latest[r["shard"]] = {**r, "state": "open"}
+            elif r["shard"] in latest and r["attempt"] == latest[r["shard"]]["attempt"]:
+                latest[r["shard"]].update(state=r["state"], rows=r["rows"], worker=r["worker"])
+        return latest
+
+    def shard_states(self, version: int | None = None) -> dict[int, str]:
+        """State (``open`` or ``committed``) of each shard's latest attempt as of table ``version``."""
+        return {s: m["state"] for s, m in self._markers(version).items()}
+
+    def shard_workers(self, version: int | None = None) -> dict[int, str]:
+        """Which worker committed each committed shard."""
+        return {s: m["worker"] for s, m in self._markers(version).items() if m["state"] == "committed"}
+
+    def latest_attempt(self, shard: int) -> str | None:
+        m = self._markers(shard=shard).get(shard)
+        return None if m is None else m["attempt"]
 
     def committed_shards(self, version: int | None = None) -> list[int]:
         return sorted(s for s, st in self.shard_states(version).items() if st == "committed")
@@ -236,9 +264,7 @@ class GradientTable:
         if version is None:
             self.tbl.checkout_latest()
             return self.tbl.to_lance()
-        import lance
-
-        return lance.dataset(self.tbl.to_lance().uri, version=int(version))
+        return self.tbl.to_lance().checkout_version(int(version))
 
     # reading --------------------------------------------------------------------------------
     def read(
@@ -346,6 +372,14 @@ def _prefetch(it: Iterator, depth: int) -> Iterator:
         yield item
 
 
+class ShardSupersededError(RuntimeError):
+    """Another attempt took over this shard (its writer was presumed dead)."""
+
+
+def worker_name() -> str:
+    return os.environ.get("DATAWORTH_WORKER") or f"{socket.gethostname()}:{os.getpid()}"
+
+
 class ShardWriter:
     """Appends one shard's rows from a background thread; ``commit()`` makes them visible."""
 
@@ -356,8 +390,10 @@ class ShardWriter:
         self._buffered = 0
         self._queue: queue.Queue = queue.Queue(maxsize=4)
         self._error: BaseException | None = None
+        self.attempt = uuid.uuid4().hex[:16]
+        # Marked first, then cleared: a stale writer's later appends are detected as superseded.
+        table._mark(shard, "open", None, self.attempt)
         table.tbl.delete(f"shard = {shard}")
-        table._mark(shard, "open", None)
         self._thread = threading.Thread(target=self._drain, daemon=True)
         self._thread.start()
 
@@ -404,6 +440,7 @@ class ShardWriter:
                 "provider_id": list(provider_ids),
                 "provider_code": pa.array(list(provider_codes), pa.int32()),
                 "shard": pa.array(np.full(n, self.shard, dtype=np.int32)),
+                "attempt": pa.array([self.attempt] * n, pa.string()),
                 "vector": pa.FixedSizeListArray.from_arrays(
                     pa.array(np.ascontiguousarray(arr).reshape(-1)), self.table.dim
                 ),
@@ -429,6 +466,7 @@ class ShardWriter:
             if self._error is None:
                 try:
                     self.table.tbl.add(item)
+                    self._check_current()
                 except BaseException as exc:  # reported by add() / commit()
                     self._error = exc
 
@@ -436,12 +474,23 @@ class ShardWriter:
         self._queue.put(None)
         self._thread.join()
 
+    def _check_current(self) -> None:
+        """Raise :class:`ShardSupersededError` (after removing this attempt's rows) if another
+        attempt has opened the shard since."""
+        latest = self.table.latest_attempt(self.shard)
+        if latest != self.attempt:
+            self.table.tbl.delete(f"shard = {self.shard} AND attempt = '{self.attempt}'")
+            raise ShardSupersededError(f"shard {self.shard}: attempt {self.attempt} superseded by {latest}")
+
     def commit(self) -> int:
         """Flush, wait for the appends and mark the shard committed; returns its row count."""
         self._send()
         self._stop()
         if self._error is not None:
             raise RuntimeError(f"shard {self.shard} writer failed; the shard stays invisible") from self._error
+        self._check_current()
+        # Rows a superseded attempt appended after this one opened the shard.
+        self.table.tbl.delete(f"shard = {self.shard} AND attempt != '{self.attempt}'")
         self.table.tbl.checkout_latest()
-        self.table._mark(self.shard, "committed", self.rows)
+        self.table._mark(self.shard, "committed", self.rows, self.attempt)
         return self.rows

@@ -9,12 +9,16 @@ from pathlib import Path
 import lancedb
 import pyarrow as pa
 
+from storage.objectstore import lance_storage_options
+
 
 def connect(uri: str | Path, storage_options: dict | None = None):
     """A connection whose handles see other processes' writes at once."""
     uri = str(uri)
     if "://" not in uri:
         Path(uri).mkdir(parents=True, exist_ok=True)
+    if storage_options is None:
+        storage_options = lance_storage_options(uri)
     return lancedb.connect(uri, read_consistency_interval=timedelta(0), storage_options=storage_options)
 
 

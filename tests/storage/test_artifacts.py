@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from storage import ArtifactError, ArtifactStore, checkpoint_fingerprint
+from storage import ArtifactError, ArtifactStore, checkpoint_fingerprint, sha256_file
 
 
 def model_dir(path, weights: bytes = b"weights-1"):
@@ -39,13 +39,20 @@ def test_round_trip_and_manifest(tmp_path):
     assert manifest["config"] == {"k_in": 3} and len(digest) == 64
     store.save("f" * 64, "cfg", "projections", {"x": torch.zeros(1)})  # replace atomically
     assert set(store.load("f" * 64, "cfg", "projections")[0]) == {"x"}
-    assert not [p for p in store.path("f" * 64, "cfg", "x").parent.iterdir() if p.name.startswith(".")]
+    store.save("f" * 64, "cfg", "projections", {"y": torch.ones(1)})
+    files = sorted((p.name for p in store.path("f" * 64, "cfg", "projections").iterdir()), key=len)
+    # the current tensors, the previous manifest's (a reader may still hold it), no temporaries
+    assert len(files) == 3 and files[0] == "manifest.json" and all(f.endswith(".safetensors") for f in files[1:])
+    assert store.digest("f" * 64, "cfg", "projections") == sha256_file(
+        store.path("f" * 64, "cfg", "projections") / "manifest.json"
+    )
 
 
 def test_corruption_and_mismatch_are_detected(tmp_path):
     store = ArtifactStore(tmp_path / "art")
     store.save("f" * 64, "cfg", "fisher", {"s": torch.arange(100.0)})
-    data = store.path("f" * 64, "cfg", "fisher") / "tensors.safetensors"
+    (name,) = store.manifest("f" * 64, "cfg", "fisher")["files"]
+    data = store.path("f" * 64, "cfg", "fisher") / name
     raw = bytearray(data.read_bytes())
     raw[-3] ^= 0xFF
     data.write_bytes(bytes(raw))

@@ -186,3 +186,25 @@ def test_bad_vectors_are_refused(tmp_path):
         with pytest.raises(ValueError, match="NaN or inf"):
             w.add(ids, docs, provs, codes, vec)
     assert read_all(table)[0] == []
+
+
+def test_a_superseded_writer_leaves_no_rows(tmp_path, monkeypatch):
+    """A worker presumed dead (its shard handed to another) wakes up and keeps writing: its rows
+    never end up beside the new attempt's, and it cannot commit."""
+    from storage.gradients import ShardSupersededError
+
+    table = GradientStore(tmp_path / "g").table("c" * 32, "cfg", LAYOUT)
+    ids, docs, provs, codes, vec = rows(8)
+    monkeypatch.setenv("DATAWORTH_WORKER", "stale")
+    stale = table.writer(0, batch_rows=2)
+    stale.add(ids[:4], docs[:4], provs[:4], codes[:4], vec[:4])  # appended in the background
+    monkeypatch.setenv("DATAWORTH_WORKER", "fresh")
+    with table.writer(0, batch_rows=2) as fresh:  # the retry elsewhere
+        fresh.add(ids, docs, provs, codes, vec)
+        stale.add(ids[4:], docs[4:], provs[4:], codes[4:], vec[4:])  # the stale one wakes up mid-way
+    with pytest.raises(RuntimeError, match="writer failed") as info:
+        stale.commit()
+    assert isinstance(info.value.__cause__, ShardSupersededError)
+    got_ids, got_vec = read_all(table)
+    assert sorted(got_ids) == sorted(ids)  # exactly one row per example
+    assert table.shard_states() == {0: "committed"} and table.shard_workers() == {0: "fresh"}
