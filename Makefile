@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo
+.PHONY: test test-unit test-integration lint demo
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,9 +18,16 @@ $(STAMP): pyproject.toml Makefile
 	@$(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
-test: $(STAMP)
+# The whole suite: unit tests, then the scale-out integration tests (real Prefect server on
+# PostgreSQL, two workers, S3-compatible store on loopback).
+test: test-unit test-integration
+
+test-unit: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -m "not integration"
+
+test-integration: $(STAMP)
+	$(PY) -m pytest -q -m integration
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

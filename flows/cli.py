@@ -157,21 +157,30 @@ def checkpoint_add(
 
     s = settings()
     ck = register(s, directory, lineage, step)
-    run_id = _trigger_on_new_checkpoint(s, directory, lineage, step)
+    run_id = _trigger_on_new_checkpoint(s, ck.checkpoint_id, directory, lineage, step)
     console.print(f"checkpoint [bold]{ck.checkpoint_id[:16]}[/bold] ({lineage}, step {step}) ready; flow run {run_id}")
 
 
-def _trigger_on_new_checkpoint(s, directory: Path, lineage: str, step: int | None) -> str:
-    params = {"settings": s.to_dict(), "model_dir": str(Path(directory).resolve()), "lineage": lineage, "step": step}
+def _trigger_on_new_checkpoint(s, checkpoint_id: str, directory: Path, lineage: str, step: int | None) -> str:
+    """With a Prefect server (``PREFECT_API_URL``): emit ``dataworth.checkpoint.registered``; a
+    deployment deployed with its event trigger (``dataworth deploy``) runs from it, one without
+    (``dataworth serve``) is run directly. Without a server: run the flow here."""
+    model_dir = str(Path(directory).resolve())
+    params = {"settings": s.to_dict(), "model_dir": model_dir, "lineage": lineage, "step": step}
     if os.environ.get("PREFECT_API_URL"):
         from prefect.deployments import run_deployment
-        from prefect.exceptions import ObjectNotFound
+        from prefect.events.worker import EventsWorker
 
-        try:
-            run = run_deployment("on_new_checkpoint/dataworth-on-new-checkpoint", parameters=params, timeout=0)
+        from flows.deploy import deployment_is_event_triggered, deployment_name, emit_checkpoint_registered
+
+        emit_checkpoint_registered(checkpoint_id, model_dir, lineage, step)
+        EventsWorker.drain_all(timeout=30)  # deliver before this short-lived process exits
+        triggered = deployment_is_event_triggered()
+        if triggered:
+            return "started by event dataworth.checkpoint.registered"
+        if triggered is False:
+            run = run_deployment(deployment_name("on_new_checkpoint"), parameters=params, timeout=0)
             return f"{run.id} (deployment run)"
-        except ObjectNotFound:
-            pass
     from flows.flows import on_new_checkpoint
 
     state = on_new_checkpoint(**params, return_state=True)
@@ -326,6 +335,35 @@ def serve(cron: Annotated[str, typer.Option(help="schedule of valuation_cycle")]
     adhoc = on_new_checkpoint.to_deployment(name="dataworth-on-new-checkpoint", parameters={"settings": s})
     console.print(f"serving valuation_cycle ({cron}) and on_new_checkpoint; Ctrl-C stops")
     prefect_serve(cycle, adhoc, pause_on_shutdown=False)
+
+
+@app.command()
+def deploy(
+    pool: Annotated[str, typer.Option(help="work pool the deployments run on (created if missing)")] = "dataworth",
+    pool_type: Annotated[str, typer.Option(help="type of a new pool: process, docker, kubernetes, ...")] = "process",
+    cron: Annotated[str, typer.Option(help="schedule of valuation_cycle")] = "0 * * * *",
+    gpu_slots: Annotated[int, typer.Option(help="GPU tasks running at once (the gpu tag's limit)")] = 1,
+    heartbeat_timeout: Annotated[int, typer.Option(help="seconds without heartbeat before a run is Crashed")] = 90,
+    no_event_trigger: Annotated[bool, typer.Option(help="on_new_checkpoint only by direct runs")] = False,
+    source: Annotated[Path | None, typer.Option(help="the code's directory as the workers see it")] = None,
+) -> None:
+    """Register the deployments, work pool, GPU limit and automations on the Prefect server."""
+    from flows.deploy import REPO_ROOT, DeployArguments
+    from flows.deploy import deploy as deploy_all
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise ValueError("PREFECT_API_URL is not set: point it at your Prefect server (http://HOST:4200/api)")
+    args = DeployArguments(
+        pool, pool_type, cron, gpu_slots, heartbeat_timeout, not no_event_trigger, source or REPO_ROOT
+    )
+    out = deploy_all(settings(), args)
+    table = Table(title=f"deployed to work pool {out['pool']!r} (gpu slots {out['gpu_slots']})")
+    table.add_column("deployment")
+    table.add_column("id")
+    for name, dep_id in out["deployments"].items():
+        table.add_row(name, dep_id)
+    console.print(table)
+    console.print(f"start workers with: prefect worker start --pool {out['pool']}")
 
 
 @app.command()

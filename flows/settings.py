@@ -35,6 +35,11 @@ class Settings:
     num_shards: int = 4
     fit_examples: int = 256
     chunk_rows: int = 8192
+    # scale-out: "local" logs the shards one after another in the flow's process; "pool" runs
+    # each shard as a run of the ``shard_deployment`` on whichever worker polls the work pool
+    shard_dispatch: str = "local"
+    shard_deployment: str = "log_shard/dataworth-log-shard"
+    shard_attempts: int = 3
     extra: dict = field(default_factory=dict)
 
     @property
@@ -81,6 +86,7 @@ ENV = {
     "home": "DATAWORTH_HOME",
     "db_url": "DATAWORTH_DB_URL",
     "store_uri": "DATAWORTH_STORE_URI",
+    "shard_dispatch": "DATAWORTH_SHARD_DISPATCH",
     "lance_uri": "DATAWORTH_LANCE_URI",
 }
 
@@ -112,6 +118,8 @@ def load_settings(config_file: str | Path | None = None, **overrides) -> Setting
     settings.logra_config()  # validates k and init
     if settings.policy not in ("topk_share", "positive_share", "fallback_pro_rata"):
         raise ValueError(f"unknown policy {settings.policy!r}")
+    if settings.shard_dispatch not in ("local", "pool"):
+        raise ValueError(f"unknown shard_dispatch {settings.shard_dispatch!r}: 'local' or 'pool'")
     if settings.mode not in ("if", "relatif", "cosine"):
         raise ValueError(f"unknown scoring mode {settings.mode!r}")
     return settings

@@ -88,8 +88,9 @@ class LocalPostgres:
             c.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
-    def url(self, name: str) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+    def url(self, name: str, driver: str = "psycopg") -> str:
+        """SQLAlchemy URL of database ``name`` (``driver="asyncpg"`` for the Prefect server)."""
+        return f"postgresql+{driver}://postgres@127.0.0.1:{self.port}/{name}"
 
     def __enter__(self) -> LocalPostgres:
         return self.start()

@@ -1,7 +1,7 @@
 """The gradient store: one LanceDB table of projected vectors per (checkpoint, valuation config).
 
-A shard is the unit of commit. Opening a shard writer records an ``open`` marker for a new
-attempt and deletes the shard's rows; rows, tagged with the attempt, are appended in large
+A shard is the unit of commit. Opening a shard writer deletes the shard's rows and records an
+``open`` marker for a new attempt; rows, tagged with the attempt, are appended in large
 batches from a background thread; ``commit`` deletes any other attempt's rows of the shard and
 records a ``committed`` marker. Readers see a shard only when its latest attempt (at the table
 version they read) is committed, so a writer that died mid-shard leaves nothing visible, and the
@@ -391,9 +391,11 @@ class ShardWriter:
         self._queue: queue.Queue = queue.Queue(maxsize=4)
         self._error: BaseException | None = None
         self.attempt = uuid.uuid4().hex[:16]
-        # Marked first, then cleared: a stale writer's later appends are detected as superseded.
-        table._mark(shard, "open", None, self.attempt)
+        # Cleared, then marked: the marker's table version is the first one without the old rows
+        # (pinned readers of earlier versions still see them). A stale attempt's appends made
+        # meanwhile carry its own attempt id: it removes them itself, or this commit does.
         table.tbl.delete(f"shard = {shard}")
+        table._mark(shard, "open", None, self.attempt)
         self._thread = threading.Thread(target=self._drain, daemon=True)
         self._thread.start()
 

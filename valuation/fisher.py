@@ -174,7 +174,9 @@ class Preconditioner:
         self.slices = layout_slices(self.layout)
         self.dim = layout_dim(self.layout)
         self.eigvals = dict(eigvals)
-        self.eigvecs = dict(eigvecs)
+        # eigh returns column-major vectors: one memory layout, so a preconditioner rebuilt from
+        # its state dict computes bit-identical inverses (BLAS sums in layout-dependent order).
+        self.eigvecs = {name: vecs.contiguous() for name, vecs in eigvecs.items()}
         self.damping = dict(damping)
         self._inverse: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
 

@@ -206,5 +206,7 @@ def test_a_superseded_writer_leaves_no_rows(tmp_path, monkeypatch):
         stale.commit()
     assert isinstance(info.value.__cause__, ShardSupersededError)
     got_ids, got_vec = read_all(table)
-    assert sorted(got_ids) == sorted(ids)  # exactly one row per example
+    assert sorted(got_ids) == sorted(ids)  # exactly one row per example, the fresh attempt's
+    by_id = dict(zip(got_ids, got_vec, strict=True))
+    assert all(np.array_equal(by_id[e], v) for e, v in zip(ids, vec, strict=True))
     assert table.shard_states() == {0: "committed"} and table.shard_workers() == {0: "fresh"}

@@ -1,0 +1,307 @@
+"""Scale-out on real engines (``make test-integration``; CI runs it too).
+
+A real ``prefect server`` on loopback with its database on a real PostgreSQL, a process work pool
+and two ``prefect worker`` processes; ``dataworth deploy``, ``ingest``, ``checkpoint add`` (whose
+event triggers ``on_new_checkpoint``) and ``valuation_cycle`` run as a user runs them, through the
+CLI, with the ledger on PostgreSQL. Each cluster run is compared with a single-process run of the
+same steps: the same vector per example, the same Fisher (to rounding), the same ledger entries.
+Then the same with a worker killed mid-run, and with the stores on an S3-compatible object store
+(moto's standalone server), where the store URI is all that changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from flows import steps
+from flows.settings import load_settings
+from valuation import ProjectedFisher
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
+
+REPO = Path(__file__).resolve().parents[2]
+POOL = "dataworth-it"
+NUM_SHARDS = 6
+VALUATION = {"k_in": 4, "k_out": 4, "batch_size": 8, "max_length": 48, "fit_examples": 32}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from infra.local_services import PrefectServer
+    from infra.localpg import LocalPostgres
+
+    with LocalPostgres() as pg:
+        pg.create_database("prefect")
+        with PrefectServer(pg.url("prefect", driver="asyncpg")) as server:
+            yield {"pg": pg, "server": server}
+
+
+def dataworth(env: dict, *args: str, timeout: float = 600) -> str:
+    """Run the CLI as a user does, in its own process; its output (raises on failure)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+    if out.returncode != 0:
+        raise AssertionError(f"dataworth {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return " ".join(out.stdout.split())  # rich wraps lines at the terminal width
+
+
+def write_config(home: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    lines = [f"{k} = {v}" for k, v in VALUATION.items()] + [f"num_shards = {NUM_SHARDS}"]
+    (home / "dataworth.toml").write_text("\n".join(lines) + "\n")
+
+
+def snapshot(settings, checkpoint_id: str) -> dict:
+    """Vectors by example id, the merged shard Fishers, the ledger entries."""
+    from sqlalchemy import text
+
+    ck = steps.checkpoint_row(settings, checkpoint_id)
+    table = steps.gradient_table(settings, ck)
+    vectors: dict[str, np.ndarray] = {}
+    for chunk in table.read():
+        for e, v in zip(chunk.example_ids, chunk.vectors.float().numpy(), strict=True):
+            assert e not in vectors, f"example {e} stored twice"
+            vectors[e] = v.copy()
+    fisher = ProjectedFisher(table.layout)
+    arts = steps.Stores(settings).artifacts
+    for shard in range(settings.num_shards):
+        state, _ = arts.load(checkpoint_id, settings.config_hash(), f"fisher-{shard}-of-{settings.num_shards}")
+        fisher.merge(ProjectedFisher.from_state_dict(table.layout, state))
+    with steps.Stores(settings).ledger().connect() as c:
+        entries = c.execute(
+            text("SELECT provider_id, query_id, amount_micros, kind FROM ledger_entry ORDER BY provider_id, query_id")
+        ).all()
+    return {
+        "rows": table.count_rows(),
+        "vectors": vectors,
+        "fisher": {name: fisher.matrix(name) for name, *_ in table.layout},
+        "entries": [tuple(r) for r in entries],
+        "workers": table.shard_workers(),
+    }
+
+
+@pytest.fixture(scope="module")
+def single_process(world, tmp_path_factory) -> dict:
+    """The reference: the same steps one after another in this process (SQLite ledger, local store)."""
+    home = tmp_path_factory.mktemp("single")
+    s = load_settings(home=str(home), num_shards=NUM_SHARDS, **VALUATION)
+    steps.ingest(s, world["corpus"], world["checkpoints"][-1])
+    ck = steps.register(s, world["checkpoints"][-1], "default", 1).checkpoint_id
+    steps.fit(s, ck)
+    for shard in range(NUM_SHARDS):
+        steps.log_shard(s, ck, shard, NUM_SHARDS)
+    steps.finalize(s, ck, NUM_SHARDS)
+    steps.Stores(s).queries.add_file(world["queries"])
+    steps.post_credits(s, steps.value_queries(s, steps.checkpoint_set(s)), None)
+    return {"checkpoint": ck, **snapshot(s, ck)}
+
+
+def children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (Linux /proc)."""
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry.name))
+    return kids
+
+
+def run_on_cluster(cluster, world, tmp_path: Path, db: str, store_env: dict, kill_one: bool = False) -> dict:
+    from infra.local_services import ProcessWorker
+
+    server, pg = cluster["server"], cluster["pg"]
+    home = tmp_path / "home"
+    write_config(home)
+    env = {
+        **os.environ,
+        **server.env(),
+        **store_env,
+        "DATAWORTH_HOME": str(home),
+        "DATAWORTH_DB_URL": pg.create_database(db),
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PYTHONPATH": str(REPO),
+    }
+    pool = f"{POOL}-{db}"
+    dataworth(env, "ingest", str(world["corpus"]), "--tokenizer", str(world["checkpoints"][-1]))
+    dataworth(env, "deploy", "--pool", pool, "--gpu-slots", "4", "--heartbeat-timeout", "60")
+    # Each worker takes at most 2 runs at once, so both get shards.
+    workers = [ProcessWorker(pool, f"worker-{i}", env, REPO, limit=2) for i in (1, 2)]
+    for w in workers:
+        w.__enter__()
+    try:
+        started = time.time()
+        out = dataworth(env, "checkpoint", "add", str(world["checkpoints"][-1]), "--step", "1")
+        assert "started by event dataworth.checkpoint.registered" in out, out
+        with environ(env):
+            settings = load_settings()
+        killed = None
+        if kill_one:
+            killed = kill_a_shard_worker(workers)
+        with environ(env):
+            _wait(lambda: _finalized(settings), 600, "on_new_checkpoint (event-triggered) to finalize the checkpoint")
+        checkpoint_seconds = time.time() - started
+        dataworth(env, "query", "add", str(world["queries"]))
+        cycle = ["deployment", "run", "valuation_cycle/dataworth-valuation-cycle", "--watch"]
+        out = subprocess.run(
+            [sys.executable, "-m", "prefect", *cycle], env=env, cwd=REPO, capture_output=True, text=True, timeout=600
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        with environ(env):
+            ck = steps.list_checkpoints(settings)[-1].checkpoint_id
+            snap = {"checkpoint": ck, "seconds": checkpoint_seconds, "killed": killed, **snapshot(settings, ck)}
+        snap["shard_runs"] = shard_run_states(env, pool)
+        return snap
+    finally:
+        for w in workers:
+            w.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def environ(env: dict):
+    """This process's environment as the CLI's (the object store's credentials, the ledger URL)."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _finalized(settings) -> bool:
+    try:
+        return any(steps.is_finalized(settings, c.checkpoint_id) for c in steps.list_checkpoints(settings))
+    except Exception:
+        return False
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(1)
+    raise TimeoutError(f"waited {timeout:.0f} s for {what}")
+
+
+def kill_a_shard_worker(workers) -> str:
+    """Wait until one worker runs the parent flow and the other a shard run; SIGKILL the other."""
+    _wait(lambda: any(children(w.proc.pid) for w in workers), 300, "a worker to start on_new_checkpoint")
+    parent_holder = next(w for w in workers if children(w.proc.pid))
+    victim = next(w for w in workers if w is not parent_holder)
+    _wait(lambda: children(victim.proc.pid), 300, f"{victim.name} to start a shard run")
+    time.sleep(3)  # inside the shard run: imports, model load, logging
+    victim.kill()
+    return victim.name
+
+
+def shard_run_states(env: dict, pool: str) -> list[str]:
+    """Final state of every shard run on ``pool`` (read from the server's API)."""
+    code = (
+        "from prefect.client.orchestration import get_client\n"
+        "with get_client(sync_client=True) as c:\n"
+        "    runs = c.read_flow_runs(limit=200)\n"
+        f"    runs = [r for r in runs if r.work_pool_name == {pool!r}"
+        " and any(t.startswith('shard-') for t in r.tags)]\n"
+        "    print(' '.join(r.state.type.value for r in runs))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+def assert_same_as_single_process(got: dict, ref: dict) -> None:
+    assert got["checkpoint"] == ref["checkpoint"]  # content fingerprint: the same model
+    assert got["rows"] == ref["rows"] == len(ref["vectors"])
+    assert sorted(got["vectors"]) == sorted(ref["vectors"])  # exactly one row per example
+    for e, v in ref["vectors"].items():
+        np.testing.assert_array_equal(got["vectors"][e], v, err_msg=e)
+    for name, m in ref["fisher"].items():
+        torch.testing.assert_close(got["fisher"][name], m, rtol=1e-9, atol=1e-12)
+    assert got["entries"] == ref["entries"] and len(ref["entries"]) > 0
+    assert sorted(got["workers"]) == list(range(NUM_SHARDS))  # every shard ran on some worker
+
+
+def test_cluster_run_equals_single_process(cluster, world, single_process, tmp_path):
+    got = run_on_cluster(cluster, world, tmp_path, "ledger_pool", {})
+    assert_same_as_single_process(got, single_process)
+    assert set(got["workers"].values()) == {"worker-1", "worker-2"}  # both workers ran shards
+    assert got["shard_runs"] == ["COMPLETED"] * NUM_SHARDS
+
+
+def test_a_worker_killed_mid_run(cluster, world, single_process, tmp_path):
+    got = run_on_cluster(cluster, world, tmp_path, "ledger_kill", {}, kill_one=True)
+    assert_same_as_single_process(got, single_process)
+    assert got["killed"] in ("worker-1", "worker-2")
+    # the zombie automation crashed the dead worker's run(s); each was resubmitted and completed
+    crashed = got["shard_runs"].count("CRASHED")
+    assert crashed >= 1 and got["shard_runs"].count("COMPLETED") == NUM_SHARDS, got["shard_runs"]
+
+
+def test_stores_on_s3(cluster, world, single_process, tmp_path):
+    from infra.local_services import S3Server
+
+    with S3Server() as s3:
+        store = {**s3.env(), "DATAWORTH_STORE_URI": f"s3://{s3.bucket}/store"}
+        got = run_on_cluster(cluster, world, tmp_path, "ledger_s3", store)
+        assert_same_as_single_process(got, single_process)
+        import pyarrow.fs as pafs
+
+        from storage.objectstore import filesystem
+
+        with environ(s3.env()):
+            fs, base = filesystem(f"s3://{s3.bucket}/store")
+            keys = [i.path for i in fs.get_file_info(pafs.FileSelector(base, recursive=True))]
+        assert any("/lance/gradients/" in k for k in keys) and any("/artifacts/" in k for k in keys)
+        assert not (tmp_path / "home" / "lance").exists()  # nothing of the store on local disk
+
+
+def test_prefect_yaml_deploys_the_same_deployments(cluster):
+    """``prefect deploy --all`` with the repository's prefect.yaml (the declarative route)."""
+    env = {**os.environ, **cluster["server"].env(), "DATAWORTH_SOURCE": str(REPO)}
+
+    def prefect(*args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "prefect", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    prefect("work-pool", "create", "dataworth", "--type", "process", "--overwrite")
+    prefect("automation", "create", "--from-file", "infra/automations.yaml")
+    prefect("--no-prompt", "deploy", "--all")
+    code = (
+        "from prefect.client.orchestration import get_client\n"
+        "from flows.deploy import DEPLOYMENTS, deployment_is_event_triggered\n"
+        "with get_client(sync_client=True) as c:\n"
+        "    for flow, name in DEPLOYMENTS.items():\n"
+        "        d = c.read_deployment_by_name(f'{flow}/{name}')\n"
+        "        print(flow, d.work_pool_name, d.path, len(d.schedules))\n"
+        "    print('event-triggered', deployment_is_event_triggered())\n"
+        "    print('automations', sorted(a.name for a in c.read_automations()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[:3] == [
+        "valuation_cycle dataworth None 1",
+        "on_new_checkpoint dataworth None 0",
+        "log_shard dataworth None 0",
+    ], out.stdout
+    assert "event-triggered True" in lines
+    assert any("dataworth: crash flow runs without heartbeats" in line for line in lines)
+    assert any("on checkpoint registered" in line or "dataworth-on-new-checkpoint" in line for line in lines)
