@@ -27,9 +27,19 @@ def run_shards_on_pool(
     runs that completed. Raises :class:`steps.StepError` when a shard fails every attempt."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
 
     def submit(shard: int, attempt: int) -> UUID:
-        run = run_deployment(
+        try:
+            run = _submit(shard, attempt)
+        except ObjectNotFound as exc:
+            raise steps.StepError(
+                f"shard deployment {settings.shard_deployment!r} is not on the Prefect server: run `dataworth deploy`"
+            ) from exc
+        return run.id
+
+    def _submit(shard: int, attempt: int):
+        return run_deployment(
             settings.shard_deployment,
             parameters={
                 "settings": settings.to_dict(),
@@ -41,7 +51,6 @@ def run_shards_on_pool(
             as_subflow=False,
             tags=[f"shard-{shard}", f"attempt-{attempt}"],
         )
-        return run.id
 
     running = {shard: submit(shard, 1) for shard in shards}
     attempts = dict.fromkeys(shards, 1)

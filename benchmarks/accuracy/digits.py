@@ -138,7 +138,7 @@ def run(
         "config": {"subsets": subsets, "seeds": seeds, "n_train": n_train, "n_query": n_query},
         "ground_truth_seconds": t_gt,
         "ceiling": gt.reliability(),
-        "lds": {name: {"mean": r.mean, "se": r.se} for name, r in results.items()},
+        "lds": {name: {"mean": r.mean, "se": r.se, "per_query": r.per_query.tolist()} for name, r in results.items()},
     }
     if brittle_queries:
         base = torch.stack([measure_fn(train_fn(torch.ones(n_train, dtype=torch.bool), s)) for s in range(seeds)]).mean(

@@ -58,7 +58,6 @@ class LMSuiteArguments:
     heldout_indices: tuple[int, ...] = (0, 1, 40, 41)  # per provider: two with a planted fact, two without
     recipe: TrainArguments = field(default_factory=TrainArguments)
     ks: tuple[int, ...] = (8, 16, 32, 64)
-    learned_threshold: float = 0.8  # teacher-forced response-token accuracy of a "learned" fact
 
     @classmethod
     def smoke(cls) -> LMSuiteArguments:
@@ -155,9 +154,19 @@ class LMSuite:
 
     # methods ------------------------------------------------------------------------------
     def learned(self) -> list[bool]:
-        """Facts the final model reproduces: teacher-forced response-token accuracy ≥ threshold."""
-        _, acc = sequence_losses(self.load(self.full_checkpoints()[-1]), self.query_batches[1])
-        return (acc >= self.args.learned_threshold).tolist()
+        """Facts whose answer (the response's last word, e.g. " Queltrin.") the final model
+        predicts token for token after the question and the rest of the response."""
+        model = self.load(self.full_checkpoints()[-1])
+        batch = self.query_batches[1]
+        with torch.no_grad():
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        labels, predicted = batch["labels"][:, 1:], logits.argmax(-1)
+        out = []
+        for i, fact in enumerate(self.facts):
+            answer = self.tokenizer(" " + fact["response"].split()[-1], add_special_tokens=False)["input_ids"]
+            where = (labels[i] != -100).nonzero().squeeze(1)[-len(answer) :]
+            out.append(bool((predicted[i, where] == labels[i, where]).all()))
+        return out
 
     def _gradients(self, ck: int, k: int, init: str) -> tuple[torch.Tensor, torch.Tensor, LoGra]:
         """Per-document train vectors ``(n_docs, dim)`` and query vectors ``(n_query, dim)``."""
@@ -299,6 +308,8 @@ def run(args: LMSuiteArguments, lds_args: LDSArguments, workdir: Path, methods: 
         },
     }
     report["seconds"] = time.time() - t0
+    workdir.mkdir(parents=True, exist_ok=True)
+    torch.save({"scores": scores, "learned": learned}, workdir / "scores.pt")  # for re-analysis without rescoring
     return report
 
 

@@ -164,6 +164,7 @@ def run_on_cluster(cluster, world, tmp_path: Path, db: str, store_env: dict, kil
             ck = steps.list_checkpoints(settings)[-1].checkpoint_id
             snap = {"checkpoint": ck, "seconds": checkpoint_seconds, "killed": killed, **snapshot(settings, ck)}
         snap["shard_runs"] = shard_run_states(env, pool)
+        print(f"\n{db}: checkpoint add → finalized in {checkpoint_seconds:.1f} s; shard runs {snap['shard_runs']}")
         return snap
     finally:
         for w in workers:
