@@ -218,6 +218,9 @@ class LMSuite:
             reg[f"LoGra pca k={k_mid} damping={damping}"] = lambda d=damping: self.logra(k_mid, "pca", d)
         for mode in ("relatif", "cosine"):
             reg[f"LoGra pca k={k_mid} {mode}"] = lambda m=mode: self.logra(k_mid, "pca", 0.1, m)
+        n_ck = self.args.recipe.checkpoints
+        for ck in range(n_ck - 1):  # the last one is the plain "LoGra pca k=..." entry
+            reg[f"LoGra pca k={k_mid}, checkpoint {ck + 1} of {n_ck}"] = lambda ck=ck: self.logra(k_mid, "pca", ck=ck)
         for mode in ("if", "cosine"):
             reg[f"LoGra pca k={k_mid} {mode}, checkpoint set"] = lambda m=mode: self.checkpoint_set(
                 lambda ck: self.logra(k_mid, "pca", 0.1, m, ck)
@@ -309,7 +312,10 @@ def run(args: LMSuiteArguments, lds_args: LDSArguments, workdir: Path, methods: 
     }
     report["seconds"] = time.time() - t0
     workdir.mkdir(parents=True, exist_ok=True)
-    torch.save({"scores": scores, "learned": learned}, workdir / "scores.pt")  # for re-analysis without rescoring
+    saved_path = workdir / "scores.pt"  # every method's scores, for re-analysis without rescoring
+    saved = torch.load(saved_path) if saved_path.exists() else {"scores": {}}
+    saved["scores"].update(scores)
+    torch.save({"scores": saved["scores"], "learned": learned}, saved_path)
     return report
 
 
@@ -328,7 +334,13 @@ def main() -> None:
     lds_args = LDSArguments(a.subsets, a.seeds, 0.5, 0, a.workers, a.out / "cache")
     res = run(args, lds_args, a.out / name, a.method)
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / f"{name}.json").write_text(json.dumps(res, indent=2))
+    path = a.out / f"{name}.json"
+    if a.method and path.exists():  # a partial rerun updates those methods in the full report
+        full = json.loads(path.read_text())
+        full["lds"].update(res["lds"])
+        full["planted"]["methods"].update(res["planted"]["methods"])
+        res = full
+    path.write_text(json.dumps(res, indent=2))
     for method, r in sorted(res["lds"].items(), key=lambda kv: -kv[1]["all"]["mean"]):
         cells = "  ".join(f"{g}: {v['mean']:.3f} ± {v['se']:.3f}" for g, v in r.items())
         p = res["planted"]["methods"][method]["topk_share"]

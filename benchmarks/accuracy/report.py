@@ -18,12 +18,15 @@ HERE = Path(__file__).resolve().parent
 PLOTS = HERE.parent / "plots"
 
 
-BASELINES = (
-    ("exact influence, layer-wise Fisher, damping 0.1", "--"),
-    ("EKFAC (kronfluence), true Fisher", (0, (5, 1, 1, 1))),
-    ("gradient dot product", ":"),
-    ("representation similarity", "-."),
-    ("TF-IDF, character 3-5-grams", (0, (1, 3))),
+BASELINES = (  # name, line style, colour
+    ("exact influence, layer-wise Fisher, damping 0.1", "--", "gray"),
+    ("EKFAC (kronfluence), true Fisher", (0, (5, 1, 1, 1)), "gray"),
+    ("EKFAC (kronfluence), empirical Fisher", (0, (3, 1, 1, 1, 1, 1)), "gray"),
+    ("gradient dot product", ":", "gray"),
+    ("representation similarity", "-.", "gray"),
+    ("TF-IDF, character 3-5-grams", (0, (1, 3)), "gray"),
+    ("LoGra pca k=16 if, checkpoint set", "-", "tab:green"),
+    ("gradient dot product, checkpoint set", ":", "tab:red"),
 )
 
 
@@ -37,9 +40,9 @@ def _lds_axes(ax, lds: dict[str, dict], ceiling: float, title: str) -> None:
         )
         ks, means, ses = zip(*pts, strict=True)
         ax.errorbar(ks, means, yerr=ses, marker="o", capsize=3, label=f"LoGra {init}", color=color)
-    for name, style in BASELINES:
+    for name, style, color in BASELINES:
         if name in lds:
-            ax.axhline(lds[name]["mean"], linestyle=style, color="gray", label=name)
+            ax.axhline(lds[name]["mean"], linestyle=style, color=color, label=name)
     ax.axhline(ceiling, color="black", linewidth=0.8, label="ground-truth split-half ceiling")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k (k_in = k_out)")
