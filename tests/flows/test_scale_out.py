@@ -12,6 +12,7 @@ Then the same with a worker killed mid-run, and with the stores on an S3-compati
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -138,6 +139,7 @@ def run_on_cluster(cluster, world, tmp_path: Path, db: str, store_env: dict, kil
     pool = f"{POOL}-{db}"
     dataworth(env, "ingest", str(world["corpus"]), "--tokenizer", str(world["checkpoints"][-1]))
     dataworth(env, "deploy", "--pool", pool, "--gpu-slots", "4", "--heartbeat-timeout", "60")
+    assert deployed_objects(env, pool) == {"gpu_limit": 4, "pool_type": "process", "zombie_automation": 1}
     # Each worker takes at most 2 runs at once, so both get shards.
     workers = [ProcessWorker(pool, f"worker-{i}", env, REPO, limit=2) for i in (1, 2)]
     for w in workers:
@@ -208,6 +210,23 @@ def kill_a_shard_worker(workers) -> str:
     time.sleep(3)  # inside the shard run: imports, model load, logging
     victim.kill()
     return victim.name
+
+
+def deployed_objects(env: dict, pool: str) -> dict:
+    """What ``dataworth deploy`` left on the server besides the deployments."""
+    code = (
+        "import json\n"
+        "from prefect.client.orchestration import get_client\n"
+        "from flows.deploy import ZOMBIE_AUTOMATION\n"
+        "with get_client(sync_client=True) as c:\n"
+        f"    pool = c.read_work_pool({pool!r})\n"
+        "    print(json.dumps({'gpu_limit': c.read_concurrency_limit_by_tag('gpu').concurrency_limit,\n"
+        "                      'pool_type': pool.type,\n"
+        "                      'zombie_automation': len(c.read_automations_by_name(ZOMBIE_AUTOMATION))}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def shard_run_states(env: dict, pool: str) -> list[str]:
