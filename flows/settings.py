@@ -28,6 +28,9 @@ class Settings:
     mode: str = "if"
     topk: int = 10
     policy: str = "topk_share"
+    # how a checkpoint set's scores add up: "normalised" (each checkpoint's per-query scores
+    # divided by their mean |score|, so each has an equal say) or "sum" (raw scores)
+    checkpoint_combine: str = "normalised"
     dtype: str = "float32"
     # data
     max_length: int = 96
@@ -118,6 +121,8 @@ def load_settings(config_file: str | Path | None = None, **overrides) -> Setting
     settings.logra_config()  # validates k and init
     if settings.policy not in ("topk_share", "positive_share", "fallback_pro_rata"):
         raise ValueError(f"unknown policy {settings.policy!r}")
+    if settings.checkpoint_combine not in ("normalised", "sum"):
+        raise ValueError(f"unknown checkpoint_combine {settings.checkpoint_combine!r}: 'normalised' or 'sum'")
     if settings.shard_dispatch not in ("local", "pool"):
         raise ValueError(f"unknown shard_dispatch {settings.shard_dispatch!r}: 'local' or 'pool'")
     if settings.mode not in ("if", "relatif", "cosine"):

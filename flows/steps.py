@@ -344,6 +344,12 @@ class CheckpointScores:
     group_sums: torch.Tensor  # (n_query, n_providers) float64
     group_positive: torch.Tensor
     topk: list[list[tuple[str, str, str, float]]]  # per query: (example_id, doc_id, provider_id, score)
+    examples: int = 0  # train vectors scored
+
+    def mean_abs(self, query: int) -> float:
+        """Mean |score| of ``query`` over the train examples (1.0 when undefined)."""
+        total = float((2 * self.group_positive[query] - self.group_sums[query]).sum())
+        return total / self.examples if self.examples and total > 0 else 1.0
 
 
 @dataclass
@@ -367,6 +373,7 @@ class Valuation:
                     "group_sums": cs.group_sums.tolist(),
                     "group_positive": cs.group_positive.tolist(),
                     "topk": cs.topk,
+                    "examples": cs.examples,
                 }
                 for cs in self.per_checkpoint
             ],
@@ -388,13 +395,20 @@ class Valuation:
                 torch.tensor(c["group_sums"], dtype=torch.float64),
                 torch.tensor(c["group_positive"], dtype=torch.float64),
                 [[tuple(t) for t in q] for q in c["topk"]],
+                c.get("examples", 0),
             )
             for c in blob["per_checkpoint"]
         ]
         return cls(blob["query_ids"], blob["values"], blob["providers"], per)
 
-    def combined(self, weights: dict[str, float] | None = None) -> list[QueryResult]:
-        """Per-provider sums add over checkpoints (weighted); top-k lists merge by summed score."""
+    def combined(self, weights: dict[str, float] | None = None, normalise: bool = False) -> list[QueryResult]:
+        """Per-provider sums add over checkpoints (weighted); top-k lists merge by summed score.
+
+        ``normalise``: each checkpoint's scores for a query are first divided by their mean
+        absolute value over the training examples, so every checkpoint has an equal say (raw
+        scores grow over training, and the late checkpoints are the least informative ones:
+        benchmarks/ACCURACY.md). ``Σ|s| = Σ(2·max(s, 0) − s)`` comes from the stored sums.
+        """
         weights = weights or {}
         results = []
         for qi, qid in enumerate(self.query_ids):
@@ -403,6 +417,8 @@ class Valuation:
             cand: dict[str, list] = {}
             for cs in self.per_checkpoint:
                 w = weights.get(cs.checkpoint_id, 1.0)
+                if normalise:
+                    w /= cs.mean_abs(qi)
                 for code, p in enumerate(self.providers):
                     sums[p] = sums.get(p, 0.0) + w * float(cs.group_sums[qi, code])
                     pos[p] = pos.get(p, 0.0) + w * float(cs.group_positive[qi, code])
@@ -477,7 +493,13 @@ def score_checkpoint(
         for idx, scores in zip(res.topk_indices, res.topk_scores, strict=True)
     ]
     return CheckpointScores(
-        ck.checkpoint_id, table.name, version, res.group_sums.cpu(), res.group_positive_sums.cpu(), topk
+        ck.checkpoint_id,
+        table.name,
+        version,
+        res.group_sums.cpu(),
+        res.group_positive_sums.cpu(),
+        topk,
+        scorer.rows_seen,
     )
 
 
@@ -521,10 +543,15 @@ def post_credits(settings: Settings, val: Valuation, weights: dict | None = None
             for cs in val.per_checkpoint
         ],
         config_hash=settings.config_hash(),
-        queries=val.combined(weights),
+        queries=val.combined(weights, normalise=settings.checkpoint_combine == "normalised"),
         corpus_share=share,
         policy=settings.policy,
-        config=settings.valuation_config() | {"mode": settings.mode, "damping_ratio": settings.damping_ratio},
+        config=settings.valuation_config()
+        | {
+            "mode": settings.mode,
+            "damping_ratio": settings.damping_ratio,
+            "checkpoint_combine": settings.checkpoint_combine,
+        },
         artifact_hashes={
             f"{c.checkpoint_id[:16]}/{name}": stores.artifacts.digest(c.checkpoint_id, settings.config_hash(), name)
             for c in checkpoints

@@ -95,7 +95,9 @@ def run_demo(home: Path, app) -> dict:
 
     start = time.perf_counter()
     s = load_settings()
-    final = steps.value_queries(s, steps.checkpoint_set(s, "latest")).combined()
+    final = steps.value_queries(s, steps.checkpoint_set(s, "latest")).combined(
+        normalise=s.checkpoint_combine == "normalised"
+    )
     providers = list(PROVIDERS)
     final_top = {r.query_id: top_provider_by_policy(r, providers) for r in final}
     times["value (final checkpoint only, not posted)"] = time.perf_counter() - start

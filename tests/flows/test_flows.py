@@ -87,6 +87,62 @@ def test_multi_checkpoint_scores_are_the_sum_of_single_checkpoint_scores(setting
     assert weighted[0].provider_scores[p] == pytest.approx(want, rel=1e-9)
 
 
+def explicit_scores(settings, checkpoint_id: str, qs: list[dict]) -> tuple[torch.Tensor, list[str]]:
+    """``(n_query, n_examples)`` float64 scores (mode ``if``) from the stored vectors, and each
+    example's provider: the brute-force reference of one checkpoint's pass."""
+    from valuation import Preconditioner, query_batch
+
+    ck = steps.checkpoint_row(settings, checkpoint_id)
+    logra, tok = steps._logra(settings, ck)
+    state, _ = steps.Stores(settings).artifacts.load(checkpoint_id, settings.config_hash(), "preconditioner")
+    pre = Preconditioner.from_state_dict(logra.layout, state).with_damping_ratio(settings.damping_ratio)
+    batch = query_batch(
+        [tok(q["prompt"], add_special_tokens=False)["input_ids"] for q in qs],
+        [tok(q["response"], add_special_tokens=False)["input_ids"] for q in qs],
+        tok.pad_token_id,
+        settings.max_length,
+    )
+    q = pre(logra.gradients(batch).double())
+    chunks = list(steps.gradient_table(settings, ck).read())
+    g = torch.cat([c.vectors.double() for c in chunks])
+    return q @ g.T, [p for c in chunks for p in c.provider_ids]
+
+
+def test_normalised_checkpoint_set_gives_each_checkpoint_an_equal_say(settings, world):
+    ids = ingest_and_add(settings, world)
+    qs = [json.loads(line) for line in world["queries"].read_text().splitlines()]
+    both = steps.value_queries(settings, steps.checkpoint_set(settings, "all"), qs)
+    want: dict[tuple[int, str], float] = {}
+    for ck, cs in zip(ids, both.per_checkpoint, strict=True):
+        scores, providers = explicit_scores(settings, ck, qs)
+        assert cs.examples == scores.shape[1]
+        for qi in range(len(qs)):
+            mean_abs = float(scores[qi].abs().mean())
+            assert cs.mean_abs(qi) == pytest.approx(mean_abs, rel=1e-4)
+            for j, p in enumerate(providers):
+                want[qi, p] = want.get((qi, p), 0.0) + float(scores[qi, j]) / mean_abs
+    got = both.combined(normalise=True)
+    for (qi, p), value in want.items():
+        assert got[qi].provider_scores[p] == pytest.approx(value, rel=1e-4, abs=1e-6)
+    # invariant to a checkpoint's overall scale; the raw sum is not
+    cs = both.per_checkpoint[1]
+    cs.group_sums, cs.group_positive = cs.group_sums * 10, cs.group_positive * 10
+    cs.topk = [[(e, d, p, sc * 10) for e, d, p, sc in q] for q in cs.topk]
+    rescaled = both.combined(normalise=True)
+    p = got[0].topk[0].provider_id
+    assert rescaled[0].provider_scores[p] == pytest.approx(got[0].provider_scores[p], rel=1e-9)
+    assert both.combined()[0].provider_scores[p] != pytest.approx(got[0].provider_scores[p], rel=1e-3)
+    assert round_trip(both).per_checkpoint[1].examples == cs.examples
+
+
+def round_trip(val: steps.Valuation) -> steps.Valuation:
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return steps.Valuation.load(val.save(Path(tmp) / "v.json"))
+
+
 KILLER = textwrap.dedent(
     """
     import sys, time
