@@ -31,26 +31,23 @@ def run_shards_on_pool(
 
     def submit(shard: int, attempt: int) -> UUID:
         try:
-            run = _submit(shard, attempt)
+            run = run_deployment(
+                settings.shard_deployment,
+                parameters={
+                    "settings": settings.to_dict(),
+                    "checkpoint_id": checkpoint_id,
+                    "shard": shard,
+                    "num_shards": settings.num_shards,
+                },
+                timeout=0,
+                as_subflow=False,
+                tags=[f"shard-{shard}", f"attempt-{attempt}"],
+            )
         except ObjectNotFound as exc:
             raise steps.StepError(
                 f"shard deployment {settings.shard_deployment!r} is not on the Prefect server: run `dataworth deploy`"
             ) from exc
         return run.id
-
-    def _submit(shard: int, attempt: int):
-        return run_deployment(
-            settings.shard_deployment,
-            parameters={
-                "settings": settings.to_dict(),
-                "checkpoint_id": checkpoint_id,
-                "shard": shard,
-                "num_shards": settings.num_shards,
-            },
-            timeout=0,
-            as_subflow=False,
-            tags=[f"shard-{shard}", f"attempt-{attempt}"],
-        )
 
     running = {shard: submit(shard, 1) for shard in shards}
     attempts = dict.fromkeys(shards, 1)

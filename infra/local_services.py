@@ -35,14 +35,15 @@ def _quiet_env(home: Path) -> dict[str, str]:
     }
 
 
-def _wait(predicate, timeout: float, what: str, log: Path | None = None) -> None:
+def wait_for(predicate, timeout: float, what: str, log: Path | None = None) -> None:
+    """Poll ``predicate`` until true; a TimeoutError naming ``what`` (and the log's tail) after ``timeout`` s."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if predicate():
             return
         time.sleep(0.5)
     tail = log.read_text()[-3000:] if log and log.exists() else ""
-    raise TimeoutError(f"{what} did not come up in {timeout:.0f} s\n{tail}")
+    raise TimeoutError(f"waited {timeout:.0f} s for {what}\n{tail}")
 
 
 class PrefectServer:
@@ -77,7 +78,9 @@ class PrefectServer:
         self.proc = subprocess.Popen(
             cmd, env=env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, start_new_session=True
         )
-        _wait(lambda: self.healthy() or self.proc.poll() is not None, self.startup_timeout, "prefect server", self.log)
+        wait_for(
+            lambda: self.healthy() or self.proc.poll() is not None, self.startup_timeout, "prefect server", self.log
+        )
         if self.proc.poll() is not None:
             raise RuntimeError(f"prefect server exited with {self.proc.returncode}\n{self.log.read_text()[-3000:]}")
         return self
@@ -157,7 +160,7 @@ class S3Server:
             except OSError:
                 return False
 
-        _wait(up, 60, "moto S3 server", self.log)
+        wait_for(up, 60, "moto S3 server", self.log)
         req = urllib.request.Request(f"{self.endpoint}/{self.bucket}", method="PUT")
         urllib.request.urlopen(req, timeout=10).close()  # moto accepts unsigned requests
         return self

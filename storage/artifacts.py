@@ -126,17 +126,19 @@ class ArtifactStore:
 
     def digest(self, checkpoint: str, config_hash: str, name: str) -> str:
         """sha256 of the artifact's manifest (which holds the hashes of its files)."""
-        self.manifest(checkpoint, config_hash, name)
-        return hashlib.sha256(self._read(self.location(checkpoint, config_hash, name) + "/manifest.json")).hexdigest()
+        return hashlib.sha256(self._manifest_bytes(checkpoint, config_hash, name)).hexdigest()
 
-    def manifest(self, checkpoint: str, config_hash: str, name: str) -> dict:
+    def _manifest_bytes(self, checkpoint: str, config_hash: str, name: str) -> bytes:
         path = self.location(checkpoint, config_hash, name) + "/manifest.json"
         blob = self._read(path)
         if blob is None:
             raise ArtifactError(
                 f"artifact {name!r} of checkpoint {checkpoint[:16]} config {config_hash} is missing ({path})"
             )
-        return json.loads(blob)
+        return blob
+
+    def manifest(self, checkpoint: str, config_hash: str, name: str) -> dict:
+        return json.loads(self._manifest_bytes(checkpoint, config_hash, name))
 
     def load(self, checkpoint: str, config_hash: str, name: str) -> tuple[dict[str, torch.Tensor], dict]:
         """Tensors and manifest; raises :class:`ArtifactError` on a hash or key mismatch."""

@@ -26,20 +26,33 @@ def join(uri: str | Path, *parts: str) -> str:
     return "/".join([base, *(p.strip("/") for p in parts)])
 
 
+def _aws_env() -> dict[str, str]:
+    """The standard AWS variables that are set (endpoint, region, credentials)."""
+    env = {
+        "endpoint": os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT"),
+        "region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+        "access_key": os.environ.get("AWS_ACCESS_KEY_ID"),
+        "secret_key": os.environ.get("AWS_SECRET_ACCESS_KEY"),
+        "session_token": os.environ.get("AWS_SESSION_TOKEN"),
+    }
+    return {k: v for k, v in env.items() if v}
+
+
 def lance_storage_options(uri: str | Path) -> dict[str, str] | None:
     """LanceDB ``storage_options`` for ``uri`` from the environment (``None`` for local paths)."""
     if not str(uri).startswith("s3://"):
         return None
-    env = {
-        "aws_endpoint": os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT"),
-        "aws_region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
-        "aws_access_key_id": os.environ.get("AWS_ACCESS_KEY_ID"),
-        "aws_secret_access_key": os.environ.get("AWS_SECRET_ACCESS_KEY"),
-        "aws_session_token": os.environ.get("AWS_SESSION_TOKEN"),
+    names = {
+        "endpoint": "aws_endpoint",
+        "region": "aws_region",
+        "access_key": "aws_access_key_id",
+        "secret_key": "aws_secret_access_key",
+        "session_token": "aws_session_token",
     }
-    opts = {k: v for k, v in env.items() if v}
-    endpoint = opts.get("aws_endpoint", "")
-    if os.environ.get("AWS_ALLOW_HTTP", "").lower() in ("1", "true", "yes") or endpoint.startswith("http://"):
+    env = _aws_env()
+    opts = {names[k]: v for k, v in env.items()}
+    plain_http = env.get("endpoint", "").startswith("http://")
+    if plain_http or os.environ.get("AWS_ALLOW_HTTP", "").lower() in ("1", "true", "yes"):
         opts["allow_http"] = "true"
     return opts
 
@@ -48,17 +61,10 @@ def filesystem(uri: str | Path) -> tuple[pafs.FileSystem, str]:
     """A pyarrow filesystem and the path inside it (``bucket/prefix`` or an absolute path)."""
     uri = str(uri)
     if uri.startswith("s3://"):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT")
-        kwargs: dict = {
-            "region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-            "access_key": os.environ.get("AWS_ACCESS_KEY_ID"),
-            "secret_key": os.environ.get("AWS_SECRET_ACCESS_KEY"),
-            "session_token": os.environ.get("AWS_SESSION_TOKEN"),
-        }
-        if endpoint:
+        kwargs: dict = {"region": "us-east-1", **_aws_env()}
+        if endpoint := kwargs.pop("endpoint", None):
             scheme, _, host = endpoint.partition("://")
             kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
         return pafs.S3FileSystem(**kwargs), uri[len("s3://") :].rstrip("/")
     if is_remote(uri):
         fs, path = pafs.FileSystem.from_uri(uri)

@@ -25,6 +25,7 @@ import torch
 
 from flows import steps
 from flows.settings import load_settings
+from infra.local_services import wait_for
 from valuation import ProjectedFisher
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
@@ -154,7 +155,9 @@ def run_on_cluster(cluster, world, tmp_path: Path, db: str, store_env: dict, kil
         if kill_one:
             killed = kill_a_shard_worker(workers)
         with environ(env):
-            _wait(lambda: _finalized(settings), 600, "on_new_checkpoint (event-triggered) to finalize the checkpoint")
+            wait_for(
+                lambda: _finalized(settings), 600, "on_new_checkpoint (event-triggered) to finalize the checkpoint"
+            )
         checkpoint_seconds = time.time() - started
         dataworth(env, "query", "add", str(world["queries"]))
         cycle = ["deployment", "run", "valuation_cycle/dataworth-valuation-cycle", "--watch"]
@@ -192,21 +195,12 @@ def _finalized(settings) -> bool:
         return False
 
 
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(1)
-    raise TimeoutError(f"waited {timeout:.0f} s for {what}")
-
-
 def kill_a_shard_worker(workers) -> str:
     """Wait until one worker runs the parent flow and the other a shard run; SIGKILL the other."""
-    _wait(lambda: any(children(w.proc.pid) for w in workers), 300, "a worker to start on_new_checkpoint")
+    wait_for(lambda: any(children(w.proc.pid) for w in workers), 300, "a worker to start on_new_checkpoint")
     parent_holder = next(w for w in workers if children(w.proc.pid))
     victim = next(w for w in workers if w is not parent_holder)
-    _wait(lambda: children(victim.proc.pid), 300, f"{victim.name} to start a shard run")
+    wait_for(lambda: children(victim.proc.pid), 300, f"{victim.name} to start a shard run")
     time.sleep(3)  # inside the shard run: imports, model load, logging
     victim.kill()
     return victim.name
