@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from valuation.errors import DataworthError
+
 
 @dataclass(frozen=True)
 class ValidationIssue:
@@ -23,7 +25,7 @@ class ValidationIssue:
         return f"{where}: {self.reason}"
 
 
-class InputValidationError(ValueError):
+class InputValidationError(DataworthError, ValueError):
     """A whole input file was rejected; nothing of it was stored."""
 
     def __init__(self, issues: list[ValidationIssue], limit: int = 20) -> None:
@@ -41,5 +43,5 @@ class QueryValidationError(InputValidationError):
     """A query file was rejected."""
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(DataworthError, RuntimeError):
     """An artifact is missing, corrupted or belongs to another checkpoint or configuration."""

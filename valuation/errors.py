@@ -1,0 +1,7 @@
+"""The one error base of dataworth: every expected failure (bad input, missing state, a refused
+setting) is a subclass, so the CLI reports those in one line and lets anything else (a bug) keep
+its traceback. Lives in ``valuation`` because every other package may import it (docs/ARCHITECTURE.md)."""
+
+
+class DataworthError(Exception):
+    """Base of every expected dataworth failure."""
