@@ -13,12 +13,13 @@
 
 from valuation.batching import pad_batch, query_batch
 from valuation.capture import GradientCapture
-from valuation.config import LoGraConfig, ScoreConfig
+from valuation.config import LoGraConfig
 from valuation.device import default_device
+from valuation.errors import ConfigurationError, DataworthError
 from valuation.fisher import Preconditioner, ProjectedFisher, layout_dim, layout_slices
 from valuation.logra import LoGra, top_eigenvectors
 from valuation.loss import IGNORE_INDEX, default_lm_loss, labels_from_batch, lm_loss
-from valuation.modules import WatchedModule, find_watched_modules
+from valuation.modules import BLOCKS, Coverage, WatchedModule, coverage, find_watched_modules
 from valuation.scoring import (
     MODES,
     StreamingScorer,
@@ -29,17 +30,21 @@ from valuation.scoring import (
 )
 
 __all__ = [
+    "BLOCKS",
     "IGNORE_INDEX",
     "MODES",
+    "ConfigurationError",
+    "Coverage",
+    "DataworthError",
     "GradientCapture",
     "LoGra",
     "LoGraConfig",
     "Preconditioner",
     "ProjectedFisher",
-    "ScoreConfig",
     "StreamResult",
     "StreamingScorer",
     "WatchedModule",
+    "coverage",
     "default_device",
     "default_lm_loss",
     "find_watched_modules",

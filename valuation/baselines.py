@@ -47,9 +47,7 @@ def exact_influence(
     return pre_q @ g.T
 
 
-def representation_similarity(
-    q_features: torch.Tensor, t_features: torch.Tensor, center: bool = True
-) -> torch.Tensor:
+def representation_similarity(q_features: torch.Tensor, t_features: torch.Tensor, center: bool = True) -> torch.Tensor:
     """Cosine of hidden representations ``(n_query, d)`` and ``(n_train, d)`` (e.g. the last
     hidden state). ``center`` subtracts the train mean first: hidden states share a large common
     direction, which otherwise makes every cosine close to 1."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Literal
+
+from valuation.errors import ConfigurationError
 
 InitName = Literal["random", "pca", "identity"]
 
@@ -21,8 +23,9 @@ class LoGraConfig:
         init: ``"random"`` (seeded Gaussian, scaled by ``1/sqrt(k)``), ``"pca"`` (top
             eigenvectors of the KFAC covariances, needs :meth:`LoGra.fit`) or ``"identity"``
             (``P = I``, the exact gradient; for small models and tests).
-        include: module-name substrings; a ``nn.Linear`` / GPT-2 ``Conv1D`` whose qualified
-            name contains any of them is watched. ``("",)`` watches every linear layer.
+        include: ``"@blocks"`` (the default: every ``nn.Linear`` / GPT-2 ``Conv1D`` inside the
+            model's repeated transformer blocks, whatever the family names them) or module-name
+            substrings; ``("",)`` watches every linear layer.
         exclude: module-name substrings that are never watched (the LM head is excluded unless
             an ``include`` entry names it).
         seed: seed of the random projections (per module, derived from the module name).
@@ -31,15 +34,15 @@ class LoGraConfig:
     k_in: int = 64
     k_out: int = 64
     init: InitName = "random"
-    include: tuple[str, ...] = ("mlp", "attn")
+    include: tuple[str, ...] = ("@blocks",)
     exclude: tuple[str, ...] = ()
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.k_in < 1 or self.k_out < 1:
-            raise ValueError(f"k_in and k_out must be >= 1, got k_in={self.k_in}, k_out={self.k_out}")
+            raise ConfigurationError(f"k_in and k_out must be >= 1, got k_in={self.k_in}, k_out={self.k_out}")
         if self.init not in ("random", "pca", "identity"):
-            raise ValueError(f"init must be 'random', 'pca' or 'identity', got {self.init!r}")
+            raise ConfigurationError(f"init must be 'random', 'pca' or 'identity', got {self.init!r}")
         # Lists from TOML/JSON become tuples so the config stays hashable.
         object.__setattr__(self, "include", tuple(self.include))
         object.__setattr__(self, "exclude", tuple(self.exclude))
@@ -51,22 +54,3 @@ class LoGraConfig:
         """Stable hash of the configuration (hex, 16 chars): keys stored gradients."""
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class ScoreConfig:
-    """How query vectors are scored against train vectors.
-
-    Attributes:
-        mode: ``"if"`` (influence), ``"relatif"`` (divided by sqrt of the train example's
-            self-influence) or ``"cosine"`` (both sides normalised in the preconditioned metric).
-        damping_ratio: ``λ_l = damping_ratio × mean eigenvalue of H_l``.
-        topk: number of most helpful train examples kept per query.
-        chunk_size: train vectors scored per step of the stream.
-    """
-
-    mode: Literal["if", "relatif", "cosine"] = "if"
-    damping_ratio: float = 0.1
-    topk: int = 10
-    chunk_size: int = 8192
-    extra: dict = field(default_factory=dict)

@@ -5,3 +5,7 @@ its traceback. Lives in ``valuation`` because every other package may import it 
 
 class DataworthError(Exception):
     """Base of every expected dataworth failure."""
+
+
+class ConfigurationError(DataworthError, ValueError):
+    """A setting is out of range, unknown, or does not fit the model or stored output it meets."""
