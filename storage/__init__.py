@@ -1,8 +1,9 @@
 """dataworth storage: where the bytes of a valuation live.
 
-- :class:`CorpusStore` — ``ingest(path, tokenizer, IngestArguments(max_length))`` validates a
-  Parquet/JSONL/CSV corpus (``doc_id``, ``provider_id``, ``text``), dedupes, tokenizes and chunks
-  it into examples (``"<doc_id>#<chunk>"``) in LanceDB; ``iter_examples(shard, num_shards)``.
+- :class:`CorpusStore` — ``ingest(path)`` validates a Parquet/JSONL/CSV corpus (``doc_id``,
+  ``provider_id``, ``text``), dedupes and stores the documents as a new corpus version (no
+  tokenizer needed); ``ensure_examples(key, tokenizer, max_length, version)`` chunks them per
+  tokenizer (cached); ``iter_examples(key, version, shard, num_shards)``; ``pin(checkpoint, version)``.
 - :class:`GradientStore` — ``table(checkpoint, config_hash, layout, dtype)`` →
   :class:`GradientTable` with ``writer(shard)`` (background appends, ``commit()``),
   ``read(chunk_rows, version=, providers=, shards=)`` → :class:`GradientChunk` stream,
@@ -18,6 +19,7 @@ from storage.artifacts import ArtifactStore, checkpoint_fingerprint, sha256_file
 from storage.corpus import CorpusStore, IngestArguments, IngestReport
 from storage.errors import (
     ArtifactError,
+    CorpusError,
     CorpusValidationError,
     InputValidationError,
     QueryValidationError,
@@ -29,6 +31,7 @@ from storage.queries import QueryAddReport, QueryStore
 __all__ = [
     "ArtifactError",
     "ArtifactStore",
+    "CorpusError",
     "CorpusStore",
     "CorpusValidationError",
     "GradientChunk",

@@ -45,3 +45,7 @@ class QueryValidationError(InputValidationError):
 
 class ArtifactError(DataworthError, RuntimeError):
     """An artifact is missing, corrupted or belongs to another checkpoint or configuration."""
+
+
+class CorpusError(DataworthError):
+    """The corpus cannot answer as asked (an unknown version, examples not made yet, a changed pin)."""
