@@ -15,13 +15,14 @@
 Bad input raises :class:`InputValidationError` subclasses naming file, row, field and reason.
 """
 
-from storage.artifacts import ArtifactStore, checkpoint_fingerprint, sha256_file
+from storage.artifacts import ArtifactStore, checkpoint_fingerprint, sha256_file, tokenizer_fingerprint
 from storage.corpus import CorpusStore, IngestArguments, IngestReport
 from storage.errors import (
     ArtifactError,
     CorpusError,
     CorpusValidationError,
     InputValidationError,
+    QueryError,
     QueryValidationError,
     ValidationIssue,
 )
@@ -41,10 +42,12 @@ __all__ = [
     "IngestReport",
     "InputValidationError",
     "QueryAddReport",
+    "QueryError",
     "QueryStore",
     "QueryValidationError",
     "ShardWriter",
     "ValidationIssue",
     "checkpoint_fingerprint",
     "sha256_file",
+    "tokenizer_fingerprint",
 ]

@@ -49,6 +49,32 @@ def checkpoint_fingerprint(model_dir: str | Path) -> str:
     return digest.hexdigest()
 
 
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "added_tokens.json",
+)
+
+
+def tokenizer_fingerprint(model_dir: str | Path) -> str:
+    """sha256 (16 hex) over the tokenizer files (names and bytes): checkpoints with the same
+    tokenizer share one set of examples."""
+    model_dir = Path(model_dir)
+    files = sorted(p for p in model_dir.iterdir() if p.name in TOKENIZER_FILES)
+    if not files:
+        raise ArtifactError(f"{model_dir}: no tokenizer files ({', '.join(TOKENIZER_FILES[:4])}, ...)")
+    digest = hashlib.sha256()
+    for p in files:
+        digest.update(p.name.encode() + b"\x00" + sha256_file(p).encode() + b"\x00")
+    return digest.hexdigest()[:16]
+
+
 class ArtifactStore:
     """``root/<checkpoint[:16]>/<config_hash>/<name>/`` holding ``manifest.json`` and the
     ``tensors-<sha256[:16]>.safetensors`` it names; ``root`` is a directory or ``s3://...``."""

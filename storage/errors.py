@@ -49,3 +49,7 @@ class ArtifactError(DataworthError, RuntimeError):
 
 class CorpusError(DataworthError):
     """The corpus cannot answer as asked (an unknown version, examples not made yet, a changed pin)."""
+
+
+class QueryError(DataworthError):
+    """A query operation cannot be done (unknown id, already valued)."""

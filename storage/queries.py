@@ -1,17 +1,22 @@
-"""The query store: prompts and responses to value, each valued once."""
+"""The query store: prompts and responses to value, each belonging to the lineage of the model that
+produced it, each valued once.
+
+Statuses: ``pending`` (waiting for a run), ``valued`` (credited by ``run_id``), ``set_aside`` (can
+no longer be valued: ``reason`` says why; never blocks the others), ``dropped`` (by an operator).
+"""
 
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import pyarrow as pa
 
 from storage.corpus import _rows
-from storage.errors import QueryValidationError, ValidationIssue
+from storage.errors import QueryError, QueryValidationError, ValidationIssue
 from storage.lance_util import connect, open_or_create, sql_list
 
 QUERIES_SCHEMA = pa.schema(
@@ -22,10 +27,14 @@ QUERIES_SCHEMA = pa.schema(
         pa.field("value", pa.string(), nullable=False),  # exact decimal as text
         pa.field("received_at", pa.string(), nullable=False),
         pa.field("content_hash", pa.string(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),  # pending | valued
+        pa.field("lineage", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # pending | valued | set_aside | dropped
         pa.field("run_id", pa.string()),
+        pa.field("reason", pa.string()),
     ]
 )
+MAX_VALUE = Decimal(10) ** 12  # the ledger's integer micro-units stay far inside a signed 64-bit integer
+STATUSES = ("pending", "valued", "set_aside", "dropped")
 
 
 @dataclass
@@ -38,17 +47,23 @@ class QueryAddReport:
 
 
 def _value(raw, file: str, row: int, issues: list) -> str | None:
+    """A query's value as an exact decimal string, or None (with the issue recorded)."""
     if raw is None or (isinstance(raw, str) and raw.strip() == ""):
         return "1"
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        issues.append(ValidationIssue(file, row, "value", f"must be a number, got {type(raw).__name__} {raw!r}"))
+        return None
     try:
-        number = float(raw)
-    except (TypeError, ValueError):
+        number = Decimal(str(raw).strip())
+    except InvalidOperation:
         issues.append(ValidationIssue(file, row, "value", f"not a number: {raw!r}"))
         return None
-    if not math.isfinite(number) or number < 0:
-        issues.append(ValidationIssue(file, row, "value", f"must be a finite number >= 0, got {raw!r}"))
+    if not number.is_finite() or number < 0 or number > MAX_VALUE:
+        issues.append(
+            ValidationIssue(file, row, "value", f"must be a finite number >= 0 and <= {MAX_VALUE:,}, got {raw!r}")
+        )
         return None
-    return str(raw).strip()
+    return str(number.normalize()) if number == number.to_integral_value() else str(number)
 
 
 class QueryStore:
@@ -58,7 +73,15 @@ class QueryStore:
         self.db = connect(uri, storage_options)
         self.table = open_or_create(self.db, "queries", QUERIES_SCHEMA)
 
-    def add_file(self, path: str | Path) -> QueryAddReport:
+    def lineages(self) -> list[str]:
+        return sorted(set(self.table.to_lance().to_table(columns=["lineage"]).column("lineage").to_pylist()))
+
+    def add_file(self, path: str | Path, lineage: str | None = None, known_lineages: list[str] = ()) -> QueryAddReport:
+        """Validate the whole file, then queue its new queries (nothing is stored if any row is bad).
+
+        A query's lineage is its ``lineage`` field, else ``lineage``, else the only one of
+        ``known_lineages``; with none of them the row is refused.
+        """
         file = str(path)
         report = QueryAddReport(file=file)
         issues: list[ValidationIssue] = []
@@ -86,6 +109,17 @@ class QueryStore:
                 value = _value(record.get("value"), file, row, issues)
                 if bad or value is None:
                     continue
+                row_lineage = record.get("lineage") or lineage
+                if row_lineage is None and len(known_lineages) == 1:
+                    row_lineage = known_lineages[0]
+                if row_lineage is None:
+                    known = ", ".join(known_lineages) or "none registered yet"
+                    issues.append(
+                        ValidationIssue(
+                            file, row, "lineage", f"no lineage: add a lineage field or pass --lineage (known: {known})"
+                        )
+                    )
+                    continue
                 qid = str(record["query_id"]).strip()
                 received = str(record.get("received_at") or datetime.now(UTC).isoformat())
                 h = hashlib.sha256(f"{record['prompt']}\x00{record['response']}\x00{value}".encode()).hexdigest()
@@ -96,8 +130,10 @@ class QueryStore:
                     "value": value,
                     "received_at": received,
                     "content_hash": h,
+                    "lineage": str(row_lineage),
                     "status": "pending",
                     "run_id": None,
+                    "reason": None,
                 }
                 if qid in rows:
                     if rows[qid]["content_hash"] == h:
@@ -132,6 +168,8 @@ class QueryStore:
                 else:
                     report.already_stored += 1
                 rows.pop(qid, None)
+        if report.rows == 0 and not issues:
+            issues.append(ValidationIssue(file, None, None, "the file has no rows"))
         if issues:
             raise QueryValidationError(issues)
         if rows:
@@ -141,8 +179,16 @@ class QueryStore:
         report.added = len(rows)
         return report
 
-    def pending(self) -> pa.Table:
-        return self.table.to_lance().to_table(filter="status = 'pending'")
+    def pending(self, lineage: str | None = None) -> pa.Table:
+        flt = "status = 'pending'"
+        if lineage is not None:
+            flt += f" AND lineage = {sql_list([lineage])[1:-1]}"
+        return self.table.to_lance().to_table(filter=flt)
+
+    def with_status(self, status: str | None = None) -> pa.Table:
+        if status is not None and status not in STATUSES:
+            raise QueryError(f"unknown status {status!r}; choose one of {', '.join(STATUSES)}")
+        return self.table.to_lance().to_table(filter=f"status = '{status}'" if status else None)
 
     def all(self) -> pa.Table:
         return self.table.to_arrow()
@@ -155,3 +201,22 @@ class QueryStore:
                 where=f"status = 'pending' AND query_id IN {sql_list(part)}",
                 values={"status": "valued", "run_id": run_id},
             )
+
+    def set_aside(self, query_ids: list[str], reason: str) -> None:
+        """Pending → set aside with ``reason``: the others go on without them."""
+        for start in range(0, len(query_ids), 1000):
+            part = query_ids[start : start + 1000]
+            self.table.update(
+                where=f"status = 'pending' AND query_id IN {sql_list(part)}",
+                values={"status": "set_aside", "reason": reason},
+            )
+
+    def drop(self, query_id: str) -> None:
+        """An operator's decision: a pending or set-aside query is never valued."""
+        t = self.table.to_lance().to_table(filter=f"query_id = {sql_list([query_id])[1:-1]}", columns=["status"])
+        if not t.num_rows:
+            raise QueryError(f"unknown query {query_id!r}")
+        status = t.column("status")[0].as_py()
+        if status == "valued":
+            raise QueryError(f"query {query_id!r} is already valued; reverse its run instead (dataworth reverse RUN)")
+        self.table.update(where=f"query_id = {sql_list([query_id])[1:-1]}", values={"status": "dropped"})
