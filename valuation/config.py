@@ -12,6 +12,9 @@ from valuation.errors import ConfigurationError
 InitName = Literal["random", "pca", "identity"]
 
 
+_LATER_DEFAULTS = {"optimizer_scaling": False, "optimizer_eps": 1e-8}
+
+
 @dataclass(frozen=True)
 class LoGraConfig:
     """How gradients are projected.
@@ -29,6 +32,9 @@ class LoGraConfig:
         exclude: module-name substrings that are never watched (the LM head is excluded unless
             an ``include`` entry names it).
         seed: seed of the random projections (per module, derived from the module name).
+        optimizer_scaling: scale gradients by Adam's factored ``1/sqrt(v)`` (folded into the
+            projections; :meth:`LoGra.set_optimizer_state` must be called before capturing).
+        optimizer_eps: the ``eps`` added to ``v`` for that scaling.
     """
 
     k_in: int = 64
@@ -37,6 +43,8 @@ class LoGraConfig:
     include: tuple[str, ...] = ("@blocks",)
     exclude: tuple[str, ...] = ()
     seed: int = 0
+    optimizer_scaling: bool = False
+    optimizer_eps: float = 1e-8
 
     def __post_init__(self) -> None:
         if self.k_in < 1 or self.k_out < 1:
@@ -48,7 +56,12 @@ class LoGraConfig:
         object.__setattr__(self, "exclude", tuple(self.exclude))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        # Options added later stay out at their defaults, so earlier fingerprints still match.
+        for name, default in _LATER_DEFAULTS.items():
+            if out[name] == default:
+                del out[name]
+        return out
 
     def fingerprint(self) -> str:
         """Stable hash of the configuration (hex, 16 chars): keys stored gradients."""

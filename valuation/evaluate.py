@@ -330,3 +330,105 @@ def evaluate_task(
             r = lds(scores, gt, q)
             report["lds"][name][g] = {"mean": r.mean, "se": r.se}
     return report
+
+
+# -------------------------------------------------------------------------------------------
+# Provider-level ground truth: exact Shapley values over coalitions of providers.
+
+
+def coalition_masks(groups: torch.Tensor, n_providers: int) -> torch.Tensor:
+    """``(2^P, n_train)`` bool: coalition ``c`` holds provider ``p`` iff bit ``p`` of ``c`` is set."""
+    groups = torch.as_tensor(groups, dtype=torch.long)
+    if not 1 <= n_providers <= 8:
+        raise ValueError(f"exact provider Shapley needs 1 <= P <= 8 providers, got {n_providers}")
+    if groups.numel() and (groups.min() < 0 or groups.max() >= n_providers):
+        raise ValueError(f"groups must be provider codes in [0, {n_providers}), got {groups.unique().tolist()}")
+    members = (torch.arange(2**n_providers)[:, None] >> torch.arange(n_providers)[None]) & 1  # (2^P, P)
+    return members.bool()[:, groups]
+
+
+def shapley_from_utilities(utilities: torch.Tensor, n_providers: int) -> torch.Tensor:
+    """Exact Shapley values ``(n_query, P)`` from ``utilities`` ``(2^P, n_query)`` (row = coalition
+    bitmask): ``φ_p = Σ_{S ∌ p} |S|! (P−|S|−1)! / P! · (u(S ∪ {p}) − u(S))``."""
+    n_coalitions = 2**n_providers
+    if utilities.shape[0] != n_coalitions:
+        raise ValueError(f"need one utility row per coalition ({n_coalitions}), got {utilities.shape[0]}")
+    u = utilities.double()
+    sizes = torch.tensor([bin(c).count("1") for c in range(n_coalitions)])
+    fact = [math.factorial(i) for i in range(n_providers + 1)]
+    out = torch.zeros(u.shape[1], n_providers, dtype=torch.float64)
+    for p in range(n_providers):
+        without = torch.tensor([c for c in range(n_coalitions) if not c >> p & 1])
+        weight = torch.tensor(
+            [fact[int(s)] * fact[n_providers - int(s) - 1] / fact[n_providers] for s in sizes[without]],
+            dtype=torch.float64,
+        )
+        out[:, p] = weight @ (u[without | (1 << p)] - u[without])
+    return out
+
+
+@dataclass
+class ShapleyResult:
+    """Exact provider Shapley values per query, from retrained coalitions."""
+
+    values: torch.Tensor  # (n_query, P), utilities averaged over seeds
+    per_seed: torch.Tensor  # (n_seeds, n_query, P)
+    utilities: torch.Tensor  # (2^P, n_seeds, n_query)
+
+
+def provider_shapley(
+    train_fn: TrainFn,
+    measure_fn: MeasureFn,
+    groups: torch.Tensor,
+    n_providers: int,
+    seeds: Sequence[int],
+    cache_dir: str | Path | None = None,
+    key: str = "",
+    progress: Callable[[int], None] | None = None,
+    workers: int = 1,
+) -> ShapleyResult:
+    """Retrain on every coalition of providers with every seed; exact Shapley values.
+
+    ``train_fn(mask, seed)`` must accept the empty coalition (an all-False mask: e.g. return the
+    untrained model). Utility = ``measure_fn`` (higher = better, e.g. minus the query's response
+    loss). Cells are cached and resumable exactly like :func:`ground_truth`'s.
+    """
+    masks = coalition_masks(groups, n_providers)
+    gt = ground_truth(train_fn, measure_fn, masks, seeds, cache_dir, key, progress, workers)
+    per_seed = torch.stack([shapley_from_utilities(gt.measurements[:, s], n_providers) for s in range(len(seeds))])
+    return ShapleyResult(shapley_from_utilities(gt.mean, n_providers), per_seed, gt.measurements)
+
+
+def credit_shares(credit: torch.Tensor) -> torch.Tensor:
+    """Shares ``(n_query, P)`` of positive credit (what a ledger pays); uniform when none is positive."""
+    pos = credit.double().clamp_min(0)
+    total = pos.sum(1, keepdim=True)
+    uniform = torch.full_like(pos, 1.0 / pos.shape[1])
+    return torch.where(total > 0, pos / total.clamp_min(1e-300), uniform)
+
+
+def pro_rata_credit(groups: torch.Tensor, n_providers: int, n_query: int) -> torch.Tensor:
+    """``(n_query, P)``: every query credits providers by their number of train examples."""
+    counts = torch.bincount(torch.as_tensor(groups, dtype=torch.long), minlength=n_providers).double()
+    return counts.expand(n_query, n_providers).clone()
+
+
+def shapley_agreement(credit: torch.Tensor, shapley: torch.Tensor, queries: Sequence[int] | None = None) -> dict:
+    """How far credit ``(n_query, P)`` is from Shapley values ``(n_query, P)``, per query then
+    averaged: L1 distance of the share vectors (0 = identical, 2 = disjoint), top-1 provider
+    agreement, Spearman over providers; mean and standard error (JSON-ready)."""
+    if credit.shape != shapley.shape:
+        raise ValueError(f"credit {tuple(credit.shape)} and Shapley values {tuple(shapley.shape)} differ in shape")
+    if queries is not None:
+        idx = torch.as_tensor(list(queries), dtype=torch.long)
+        credit, shapley = credit[idx], shapley[idx]
+    l1 = (credit_shares(credit) - credit_shares(shapley)).abs().sum(1)
+    top1 = (credit.double().argmax(1) == shapley.double().argmax(1)).double()
+    rho = spearman(credit.double(), shapley.double())
+
+    def stat(x: torch.Tensor) -> dict:
+        x = x[~x.isnan()]
+        se = float(x.std() / math.sqrt(len(x))) if len(x) > 1 else float("nan")
+        return {"mean": float(x.mean()) if len(x) else float("nan"), "se": se}
+
+    return {"l1": stat(l1), "top1": stat(top1), "spearman": stat(rho), "per_query_l1": l1.tolist()}

@@ -7,6 +7,40 @@ from collections.abc import Mapping, Sequence
 import torch
 
 Layout = Sequence[tuple[str, int, int]]
+DAMPING_RULES = ("mean_ratio", "effective_rank", "quantile")
+
+
+def spectral_damping(eigvals: torch.Tensor, rule: str = "mean_ratio", value: float = 0.1) -> float:
+    """A module's damping ``λ`` from the eigenvalues of its ``H`` (no retraining).
+
+    ``mean_ratio``: ``λ = value × mean eigenvalue`` (the default rule).
+    ``effective_rank``: ``λ`` with ``Σ_i σ_i / (σ_i + λ) = value × k``: the damped inverse resolves
+    that fraction of the ``k`` directions, whatever the spectrum's decay (bisection in ``log λ``).
+    ``quantile``: ``λ`` = the ``value`` quantile of the eigenvalues (0.5: the median).
+    """
+    vals = eigvals.double().clamp_min(0.0)
+    if rule == "mean_ratio":
+        return value * float(vals.mean())
+    if rule == "quantile":
+        if not 0 <= value <= 1:
+            raise ValueError(f"quantile must be in [0, 1], got {value}")
+        return float(torch.quantile(vals, value))
+    if rule == "effective_rank":
+        positive = int((vals > 0).sum())
+        if not 0 < value < 1:
+            raise ValueError(f"effective_rank fraction must be in (0, 1), got {value}")
+        target = value * len(vals)
+        if positive == 0 or target >= positive:  # cannot resolve more directions than carry signal
+            return float(vals[vals > 0].min()) if positive else 0.0
+        lo, hi = float(vals[vals > 0].min()) * 1e-6, float(vals.max()) * 1e6
+        for _ in range(200):
+            mid = (lo * hi) ** 0.5
+            if float((vals / (vals + mid)).sum()) > target:
+                lo = mid
+            else:
+                hi = mid
+        return (lo * hi) ** 0.5
+    raise ValueError(f"damping rule must be one of {DAMPING_RULES}, got {rule!r}")
 
 
 def layout_slices(layout: Layout) -> list[tuple[str, slice]]:
@@ -125,18 +159,22 @@ class ProjectedFisher:
         return self.sum(name) / self.count
 
     def preconditioner(
-        self, damping_ratio: float = 0.1, damping: Mapping[str, float] | float | None = None
+        self,
+        damping_ratio: float = 0.1,
+        damping: Mapping[str, float] | float | None = None,
+        rule: str = "mean_ratio",
     ) -> Preconditioner:
         """Per module ``(H_l + λ_l I)^-1`` with ``λ_l = damping_ratio × mean eigenvalue of H_l``.
 
-        ``damping`` overrides ``λ`` (one value for all modules, or per module name).
+        ``damping`` overrides ``λ`` (one value for all modules, or per module name); ``rule``
+        picks another :func:`spectral_damping` rule, ``damping_ratio`` then being its value.
         """
         eigvals, eigvecs, lambdas = {}, {}, {}
         for name, _ in self.slices:
             vals, vecs = torch.linalg.eigh(self.matrix(name).cpu())
             vals = vals.clamp_min(0.0)  # tiny negative values are rounding
             if damping is None:
-                lam = damping_ratio * float(vals.mean())
+                lam = spectral_damping(vals, rule, damping_ratio)
             elif isinstance(damping, Mapping):
                 lam = float(damping[name])
             else:
@@ -159,6 +197,29 @@ class ProjectedFisher:
         fisher._sums = {name: state[f"{name}/sum"].double().clone() for name, _ in fisher.slices}
         return fisher
 
+    @classmethod
+    def from_matrices(cls, layout: Layout, matrices: Mapping[str, torch.Tensor]) -> ProjectedFisher:
+        """A Fisher whose ``H_l`` are the given ``(k_l, k_l)`` matrices (kept as sums over count 1)."""
+        fisher = cls(layout)
+        fisher.count = 1
+        fisher._sums = {name: matrices[name].double().clone() for name, _ in fisher.slices}
+        return fisher
+
+
+def mixed_fisher(train: ProjectedFisher, query: ProjectedFisher, alpha: float) -> ProjectedFisher:
+    """``H_mix,l = (1 - α) H_train,l + α H_query,l`` per module.
+
+    Directions that every query's gradient shares (prompt template, answer format, style) carry
+    a large ``H_query``: preconditioning with the mix down-weights them, so queries are matched on
+    what distinguishes them (TrackStar's mixed second moment).
+    """
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if list(train.layout) != list(query.layout):
+        raise ValueError("train and query Fishers have different layouts")
+    mats = {name: (1 - alpha) * train.matrix(name) + alpha * query.matrix(name) for name, _ in train.slices}
+    return ProjectedFisher.from_matrices(train.layout, mats)
+
 
 class Preconditioner:
     """Applies ``(H_l + λ_l I)^-1`` module by module to ``(batch, dim)`` vectors."""
@@ -180,9 +241,10 @@ class Preconditioner:
         self.damping = dict(damping)
         self._inverse: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
 
-    def with_damping_ratio(self, damping_ratio: float) -> Preconditioner:
-        """The same eigendecomposition with ``λ_l = damping_ratio × mean eigenvalue of H_l``."""
-        damping = {name: damping_ratio * float(vals.mean()) for name, vals in self.eigvals.items()}
+    def with_damping_ratio(self, damping_ratio: float, rule: str = "mean_ratio") -> Preconditioner:
+        """The same eigendecomposition with ``λ_l = damping_ratio × mean eigenvalue of H_l`` (or
+        another :func:`spectral_damping` rule with ``damping_ratio`` as its value)."""
+        damping = {name: spectral_damping(vals, rule, damping_ratio) for name, vals in self.eigvals.items()}
         return Preconditioner(self.layout, self.eigvals, self.eigvecs, damping)
 
     def inverse(self, name: str, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:

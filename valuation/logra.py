@@ -15,6 +15,7 @@ from valuation.config import LoGraConfig
 from valuation.hooks import activation_hooks, flatten_tokens
 from valuation.loss import default_lm_loss
 from valuation.modules import WatchedModule, find_watched_modules
+from valuation.optimizer import factored_scales
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 Layout = list[tuple[str, int, int]]
@@ -82,7 +83,9 @@ class LoGra:
         self.model = model
         self.config = config or LoGraConfig()
         self.modules = find_watched_modules(model, self.config.include, self.config.exclude)
-        self._projections: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._projections: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # what capture uses
+        self._base: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # before optimizer scaling
+        self._scales: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # (c' (n_in,), r' (n_out,))
         self._covariances: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._tokens_seen = 0
         if self.config.init == "random":
@@ -108,12 +111,47 @@ class LoGra:
 
     # projections ----------------------------------------------------------------------------
     def _place(self, wm: WatchedModule, p_in: torch.Tensor, p_out: torch.Tensor) -> None:
+        """Install base projections; the optimizer scaling (when set) folds in as ``P · diag(s)``."""
         w = wm.module.weight
         dtype = _projection_dtype(wm.module)
+        self._base[wm.name] = (p_in.detach().double().cpu(), p_out.detach().double().cpu())
+        if wm.name in self._scales:
+            s_in, s_out = self._scales[wm.name]
+            p_in, p_out = p_in.double() * s_in.to(p_in.device), p_out.double() * s_out.to(p_out.device)
         self._projections[wm.name] = (
             p_in.to(device=w.device, dtype=dtype).contiguous(),
             p_out.to(device=w.device, dtype=dtype).contiguous(),
         )
+
+    def set_optimizer_state(self, second_moments: Mapping[str, torch.Tensor]) -> LoGra:
+        """Fold Adam's factored ``1/sqrt(v)`` into every watched module's projections.
+
+        ``second_moments`` maps a module's weight parameter name (``"<module>.weight"``, as from
+        :func:`valuation.optimizer.load_hf_optimizer_state`) or the module name to its ``v``
+        (shaped like the stored weight: ``(n_in, n_out)`` for GPT-2's ``Conv1D``). Captured vectors
+        become ``P_out · diag(r') · DW · diag(c') · P_inᵀ`` (:func:`valuation.optimizer.factored_scales`).
+        With ``init='pca'``, a later :meth:`fit` takes the principal directions of the scaled
+        covariances ``diag(c') C_F diag(c')`` and ``diag(r') C_B diag(r')``.
+        """
+        scales = {}
+        for wm in self.modules:
+            v = second_moments.get(f"{wm.name}.weight", second_moments.get(wm.name))
+            if v is None:
+                raise KeyError(f"no optimizer second moment for {wm.name}.weight")
+            v = v.T if wm.transposed else v
+            if tuple(v.shape) != (wm.n_out, wm.n_in):
+                raise ValueError(f"{wm.name}: second moment must be ({wm.n_out}, {wm.n_in}), got {tuple(v.shape)}")
+            s_out, s_in = factored_scales(v, self.config.optimizer_eps)
+            scales[wm.name] = (s_in, s_out)
+        self._scales = scales
+        for wm in self.modules:
+            if wm.name in self._base:
+                self._place(wm, *self._base[wm.name])
+        return self
+
+    def optimizer_scales(self, name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(c' (n_in,), r' (n_out,))`` of module ``name``, or None without optimizer scaling."""
+        return self._scales.get(name)
 
     def _init_random(self) -> None:
         for wm in self.modules:
@@ -130,7 +168,8 @@ class LoGra:
             self._place(wm, torch.eye(wm.n_in, dtype=torch.float64), torch.eye(wm.n_out, dtype=torch.float64))
 
     def projection(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(P_in (k_in, n_in), P_out (k_out, n_out))`` of module ``name``."""
+        """``(P_in (k_in, n_in), P_out (k_out, n_out))`` of module ``name``, as capture applies them
+        (optimizer scaling folded in)."""
         if name not in self._projections:
             if self.config.init == "pca" and any(wm.name == name for wm in self.modules):
                 raise RuntimeError("init='pca' projections exist only after fit()")
@@ -138,7 +177,7 @@ class LoGra:
         return self._projections[name]
 
     def set_projection(self, name: str, p_in: torch.Tensor, p_out: torch.Tensor) -> None:
-        """Install given projections (e.g. loaded from the artifact store)."""
+        """Install given base projections (optimizer scaling, when set, is folded in on top)."""
         wm = self._module(name)
         k_out, k_in = self._dims(wm)
         if tuple(p_in.shape) != (k_in, wm.n_in) or tuple(p_out.shape) != (k_out, wm.n_out):
@@ -193,6 +232,9 @@ class LoGra:
             for wm in self.modules:
                 k_out, k_in = self._dims(wm)
                 c_f, c_b = self._covariances[wm.name]
+                if wm.name in self._scales:  # principal directions of the scaled gradients
+                    s_in, s_out = self._scales[wm.name]
+                    c_f, c_b = c_f * s_in[:, None] * s_in[None], c_b * s_out[:, None] * s_out[None]
                 self._place(wm, top_eigenvectors(c_f, k_in), top_eigenvectors(c_b, k_out))
         return self
 
@@ -215,6 +257,8 @@ class LoGra:
         missing = [wm.name for wm in self.modules if wm.name not in self._projections]
         if missing:
             raise RuntimeError(f"no projection for {missing[:3]}...: call fit() first (init='pca')")
+        if self.config.optimizer_scaling and not self._scales:
+            raise RuntimeError("optimizer_scaling is set: call set_optimizer_state() before capturing")
         cap = GradientCapture(self.modules, self._projections)
         with activation_hooks(self.model, self.modules, cap.on_forward, cap.on_backward):
             yield cap
@@ -228,13 +272,20 @@ class LoGra:
 
     # persistence ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Projections (and covariances when fitted) as CPU tensors keyed ``<module>/<what>``."""
+        """Projections (and covariances when fitted) as CPU tensors keyed ``<module>/<what>``.
+
+        ``P_in``/``P_out`` are the base projections; with optimizer scaling the factors follow as
+        ``S_in``/``S_out`` (float64), so a loaded LoGra captures exactly the same vectors.
+        """
         state = {}
         for wm in self.modules:
-            if wm.name in self._projections:
-                p_in, p_out = self._projections[wm.name]
-                state[f"{wm.name}/P_in"] = p_in.detach().cpu().contiguous()
-                state[f"{wm.name}/P_out"] = p_out.detach().cpu().contiguous()
+            if wm.name in self._base:
+                dtype = _projection_dtype(wm.module)
+                p_in, p_out = self._base[wm.name]
+                state[f"{wm.name}/P_in"] = p_in.to(dtype).contiguous()
+                state[f"{wm.name}/P_out"] = p_out.to(dtype).contiguous()
+            if wm.name in self._scales:
+                state[f"{wm.name}/S_in"], state[f"{wm.name}/S_out"] = self._scales[wm.name]
             if wm.name in self._covariances:
                 c_f, c_b = self._covariances[wm.name]
                 state[f"{wm.name}/C_F"] = c_f.contiguous()
@@ -243,6 +294,13 @@ class LoGra:
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         """Inverse of :meth:`state_dict`."""
+        scales = {
+            wm.name: (state[f"{wm.name}/S_in"].double(), state[f"{wm.name}/S_out"].double())
+            for wm in self.modules
+            if f"{wm.name}/S_in" in state
+        }
+        if scales:
+            self._scales = scales
         for wm in self.modules:
             if f"{wm.name}/P_in" in state:
                 self.set_projection(wm.name, state[f"{wm.name}/P_in"], state[f"{wm.name}/P_out"])

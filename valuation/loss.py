@@ -51,3 +51,49 @@ def default_lm_loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torc
     out = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"))
     logits = out.logits if hasattr(out, "logits") else out[0]
     return lm_loss(logits, labels_from_batch(batch).to(logits.device))
+
+
+def sample_lm_labels(logits: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Labels drawn from the model's predictive distribution at every counted position.
+
+    ``logits`` ``(batch, tokens, vocab)``, ``labels`` ``(batch, tokens)`` (``-100`` ignored);
+    position ``t`` is drawn from ``softmax(logits[:, t-1])`` (the shift of :func:`lm_loss`). Drawn on
+    the CPU with ``generator`` so that a seed gives the same labels on every device.
+    """
+    out = labels.clone()
+    counted = labels[:, 1:] != IGNORE_INDEX
+    probs = torch.softmax(logits[:, :-1].detach().double(), -1)[counted].cpu()
+    if probs.shape[0]:
+        drawn = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        out[:, 1:][counted] = drawn.to(labels.device)
+    return out
+
+
+class SampledLabelLoss:
+    """A ``loss_fn(model, batch)`` whose labels are sampled from the model itself (seeded).
+
+    Gradients of this loss give the *true* Fisher ``E_{y~p(y|x)}[g gᵀ]`` (for softmax outputs the
+    Gauss-Newton matrix) in expectation, where the labels of the data give the empirical Fisher.
+    Use it for :meth:`LoGra.fit` (KFAC covariances) and for the gradients fed to
+    :class:`ProjectedFisher`; the train vectors that are *scored* keep the data's labels.
+    Batches: LM dicts (``kind="lm"``) or ``(x, y)`` pairs of a classifier (``kind="classifier"``).
+    Each call draws new labels from one generator, so a run is reproducible from ``seed``.
+    """
+
+    def __init__(self, seed: int = 0, kind: str = "lm") -> None:
+        if kind not in ("lm", "classifier"):
+            raise ValueError(f"kind must be 'lm' or 'classifier', got {kind!r}")
+        self.kind = kind
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, model: nn.Module, batch) -> torch.Tensor:
+        if self.kind == "classifier":
+            x, _ = batch
+            logits = model(x)
+            probs = torch.softmax(logits.detach().double(), -1).cpu()
+            y = torch.multinomial(probs, 1, generator=self.generator).squeeze(1).to(logits.device)
+            return F.cross_entropy(logits, y, reduction="sum")
+        out = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"))
+        logits = out.logits if hasattr(out, "logits") else out[0]
+        labels = labels_from_batch(batch).to(logits.device)
+        return lm_loss(logits, sample_lm_labels(logits, labels, self.generator))

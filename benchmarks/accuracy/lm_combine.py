@@ -14,12 +14,8 @@ from dataclasses import replace
 import torch
 
 from benchmarks.accuracy.lm import OUT, LMSuite, LMSuiteArguments
+from valuation.combine import combine_score_matrices
 from valuation.evaluate import LDSArguments, evaluate_task, planted_accuracy, provider_credit
-
-
-def per_query_normalised(scores: torch.Tensor) -> torch.Tensor:
-    """Each query's row divided by its mean |score|: every checkpoint gets an equal say."""
-    return scores / scores.abs().mean(1, keepdim=True).clamp_min(1e-30)
 
 
 def main() -> None:
@@ -29,8 +25,8 @@ def main() -> None:
     per_ck = [saved["scores"][f"LoGra pca k=16, checkpoint {c + 1} of {n}"] for c in range(n - 1)]
     per_ck.append(saved["scores"]["LoGra pca k=16"])
     combos = {
-        "sum of scores (the platform's checkpoint set)": sum(per_ck),
-        "sum of per-query-normalised scores": sum(per_query_normalised(s) for s in per_ck),
+        "sum of scores (the platform's checkpoint set)": combine_score_matrices(per_ck, normalise=False),
+        "sum of per-query-normalised scores": combine_score_matrices(per_ck, normalise=True),
         **{f"checkpoint {c + 1} of {n} alone": s for c, s in enumerate(per_ck)},
     }
     print("mean |score| per checkpoint:", [round(float(s.abs().mean()), 1) for s in per_ck])

@@ -1,0 +1,120 @@
+"""Second-moment levers against explicit float64 references: sampled-label (true) Fisher, mixed
+train/query second moment, spectral damping rules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tests.valuation.conftest import padded_batch, tiny_gpt2
+from tests.valuation.reference import per_example_weight_grads, projected
+from valuation import LoGra, LoGraConfig, ProjectedFisher, lm_loss
+from valuation.fisher import mixed_fisher, spectral_damping
+from valuation.loss import SampledLabelLoss, sample_lm_labels
+
+
+def test_sampled_label_fisher_of_a_linear_classifier_is_the_gauss_newton_matrix():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4, bias=False)).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    with torch.no_grad():
+        p = torch.softmax(model(x), -1)
+    # E_y[(p - e_y)(p - e_y)ᵀ] = diag(p) - p pᵀ; DW = (p - e_y) xᵀ, row-major vec -> Kronecker.
+    exact = sum(torch.kron(torch.diag(p[i]) - torch.outer(p[i], p[i]), torch.outer(x[i], x[i])) for i in range(5)) / 5
+    logra = LoGra(model, LoGraConfig(init="identity", include=("",)))
+    fisher = ProjectedFisher(logra.layout)
+    draws = 4000
+    rows = x.repeat(draws, 1)
+    fisher.update(logra.gradients((rows, None), loss_fn=SampledLabelLoss(seed=1, kind="classifier")))
+    got = fisher.matrix(logra.layout[0][0])
+    assert (got - exact).abs().max() < 0.03 * exact.abs().max()  # Monte Carlo error ~ 1/sqrt(20000)
+    y = torch.tensor([0, 1, 2, 3, 0])
+    empirical = LoGra(model, LoGraConfig(init="identity", include=("",))).gradients(
+        (x, y), loss_fn=lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1], reduction="sum")
+    )
+    assert (empirical.T @ empirical / 5 - exact).abs().max() > 0.1 * exact.abs().max()
+
+
+def test_sampled_lm_labels_are_seeded_and_give_the_explicit_gradient():
+    model = tiny_gpt2()
+    batch = padded_batch([8, 5, 3])
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = sample_lm_labels(logits, batch["labels"], torch.Generator().manual_seed(3))
+    assert torch.equal(labels == -100, batch["labels"] == -100)
+    assert torch.equal(labels, sample_lm_labels(logits, batch["labels"], torch.Generator().manual_seed(3)))
+    assert not torch.equal(labels[:, 1:], batch["labels"][:, 1:])
+    logra = LoGra(model, LoGraConfig(k_in=3, k_out=4, seed=2))
+    got = logra.gradients(batch, loss_fn=SampledLabelLoss(seed=3))
+    names = [n for n, _, _ in logra.layout]
+    want = projected(
+        per_example_weight_grads(model, {**batch, "labels": labels}), {n: logra.projection(n) for n in names}, names
+    )
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+LAYOUT = [("a", 2, 3), ("b", 3, 2)]
+
+
+def explicit_preconditioned(q: torch.Tensor, matrices: list[torch.Tensor], lambdas: list[float]) -> torch.Tensor:
+    out, start = [], 0
+    for H, lam in zip(matrices, lambdas, strict=True):
+        k = H.shape[0]
+        out.append(q[:, start : start + k] @ torch.linalg.inv(H + lam * torch.eye(k, dtype=torch.float64)))
+        start += k
+    return torch.cat(out, 1)
+
+
+def blocks(g: torch.Tensor) -> list[torch.Tensor]:
+    return [g[:, :6].T @ g[:, :6] / len(g), g[:, 6:].T @ g[:, 6:] / len(g)]
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
+def test_mixed_second_moment_equals_the_explicit_mixture(alpha):
+    gen = torch.Generator().manual_seed(0)
+    g_train = torch.randn(20, 12, generator=gen, dtype=torch.float64)
+    shared = torch.randn(12, generator=gen, dtype=torch.float64)  # a direction every query shares
+    g_query = torch.randn(4, 12, generator=gen, dtype=torch.float64) + 3 * shared
+    train, query = ProjectedFisher(LAYOUT), ProjectedFisher(LAYOUT)
+    train.update(g_train)
+    query.update(g_query)
+    mats = [(1 - alpha) * t + alpha * q for t, q in zip(blocks(g_train), blocks(g_query), strict=True)]
+    lambdas = [0.1 * float(torch.linalg.eigvalsh(m).mean()) for m in mats]
+    pre = mixed_fisher(train, query, alpha).preconditioner(0.1)
+    torch.testing.assert_close(pre(g_query), explicit_preconditioned(g_query, mats, lambdas), rtol=1e-10, atol=1e-12)
+    if alpha > 0:  # the shared direction is damped harder than with the train Fisher alone
+        plain = train.preconditioner(0.1)
+        u = shared[None] / shared.norm()
+        assert float((pre(u) * u).sum()) < float((plain(u) * u).sum())
+
+
+def test_spectral_damping_rules():
+    vals = torch.tensor([0.0, 1e-4, 1e-2, 0.5, 1.0, 4.0], dtype=torch.float64)
+    assert spectral_damping(vals, "mean_ratio", 0.1) == pytest.approx(0.1 * float(vals.mean()), rel=1e-12)
+    assert spectral_damping(vals, "quantile", 0.5) == pytest.approx(float(vals.median() + vals[3]) / 2, rel=1e-12)
+    lam = spectral_damping(vals, "effective_rank", 0.4)
+    assert float((vals / (vals + lam)).sum()) == pytest.approx(0.4 * len(vals), rel=1e-9)
+    with pytest.raises(ValueError, match="damping rule"):
+        spectral_damping(vals, "nope", 0.1)
+
+
+def test_preconditioner_with_a_damping_rule_matches_the_explicit_inverse():
+    g = torch.randn(30, 12, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    fisher = ProjectedFisher(LAYOUT)
+    fisher.update(g)
+    mats = blocks(g)
+    lambdas = [spectral_damping(torch.linalg.eigvalsh(m), "effective_rank", 0.5) for m in mats]
+    want = explicit_preconditioned(g[:3], mats, lambdas)
+    torch.testing.assert_close(fisher.preconditioner(0.5, rule="effective_rank")(g[:3]), want, rtol=1e-9, atol=1e-12)
+    again = fisher.preconditioner(0.1).with_damping_ratio(0.5, rule="effective_rank")
+    torch.testing.assert_close(again(g[:3]), want, rtol=1e-9, atol=1e-12)
+
+
+def test_lm_loss_shift_is_respected_by_sampling():
+    """Position 0 is never a target: its label is kept as given."""
+    logits = torch.randn(1, 4, 5, dtype=torch.float64)
+    labels = torch.tensor([[7, 1, -100, 2]])
+    out = sample_lm_labels(logits, labels, torch.Generator().manual_seed(0))
+    assert out[0, 0] == 7 and out[0, 2] == -100
+    assert float(lm_loss(logits, out)) > 0
