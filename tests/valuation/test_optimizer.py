@@ -152,7 +152,7 @@ def test_a_state_of_another_model_is_refused_by_shape(tmp_path):
 
 def test_default_config_fingerprint_is_unchanged_by_the_new_options():
     cfg = LoGraConfig(k_in=16, k_out=16, init="pca")
-    old = {"k_in": 16, "k_out": 16, "init": "pca", "include": ["mlp", "attn"], "exclude": [], "seed": 0}
+    old = {"k_in": 16, "k_out": 16, "init": "pca", "include": ["@blocks"], "exclude": [], "seed": 0}
     blob = json.dumps(old, sort_keys=True, separators=(",", ":"))
     assert cfg.fingerprint() == hashlib.sha256(blob.encode()).hexdigest()[:16]
     assert LoGraConfig(optimizer_scaling=True).fingerprint() != LoGraConfig().fingerprint()
