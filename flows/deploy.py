@@ -19,11 +19,11 @@ object store and ``PREFECT_API_URL``.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from flows.settings import Settings
+from flows.config import Settings
 
 EVENT = "dataworth.checkpoint.registered"
 EVENT_TRIGGERED_TAG = "dataworth:event-triggered"
@@ -65,8 +65,8 @@ def deploy(settings: Settings, args: DeployArguments = DeployArguments()) -> dic
         with contextlib.suppress(ObjectAlreadyExists):
             client.create_work_pool(WorkPoolCreate(name=args.pool, type=args.pool_type))
         client.create_concurrency_limit(tag="gpu", concurrency_limit=args.gpu_slots)  # upserts
-    s = replace(settings, shard_dispatch="pool", shard_deployment=deployment_name("log_shard"))
-    params = {"settings": s.to_dict()}
+    s = settings.replace(shard_dispatch="pool", shard_deployment=deployment_name("log_shard"))
+    params = {"settings": s.to_params()}  # no credentials: workers resolve the ledger URL themselves
     ids: dict[str, str] = {}
     for flow_name, dep_name in DEPLOYMENTS.items():
         flow = Flow.from_source(source=str(args.source), entrypoint=f"flows/flows.py:{flow_name}")
@@ -86,6 +86,7 @@ def deploy(settings: Settings, args: DeployArguments = DeployArguments()) -> dic
                         "model_dir": "{{ event.payload.model_dir }}",
                         "lineage": "{{ event.payload.lineage }}",
                         "step": "{{ event.payload.step }}",
+                        "checkpoint_id": "{{ event.payload.checkpoint_id }}",
                     },
                 )
             ]

@@ -12,39 +12,44 @@ import time
 from collections.abc import Callable
 from uuid import UUID
 
-from flows import steps
-from flows.settings import Settings
+from flows.checkpoint.context import CheckpointContext
+from flows.checkpoint.log import pending_shards
+from flows.errors import DataworthError
+
+
+class ShardDispatchError(DataworthError):
+    """The shard deployment is missing, or a shard failed every attempt."""
 
 
 def run_shards_on_pool(
-    settings: Settings,
-    checkpoint_id: str,
+    ctx: CheckpointContext,
     shards: list[int],
     log: Callable[[str], None] = print,
     poll_seconds: float = 2.0,
 ) -> dict[int, str]:
     """Submit one run per shard, wait, resubmit crashed ones; ``{shard: flow run id}`` of the
-    runs that completed. Raises :class:`steps.StepError` when a shard fails every attempt."""
+    runs that completed. Raises :class:`ShardDispatchError` when a shard fails every attempt."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
+
+    settings, checkpoint_id = ctx.app.settings, ctx.row.checkpoint_id
 
     def submit(shard: int, attempt: int) -> UUID:
         try:
             run = run_deployment(
                 settings.shard_deployment,
                 parameters={
-                    "settings": settings.to_dict(),
+                    "settings": settings.to_params(),
                     "checkpoint_id": checkpoint_id,
                     "shard": shard,
-                    "num_shards": settings.num_shards,
                 },
                 timeout=0,
                 as_subflow=False,
                 tags=[f"shard-{shard}", f"attempt-{attempt}"],
             )
         except ObjectNotFound as exc:
-            raise steps.StepError(
+            raise ShardDispatchError(
                 f"shard deployment {settings.shard_deployment!r} is not on the Prefect server: run `dataworth deploy`"
             ) from exc
         return run.id
@@ -65,14 +70,14 @@ def run_shards_on_pool(
                     done[shard] = str(run_id)
                     continue
                 if attempts[shard] >= settings.shard_attempts:
-                    raise steps.StepError(
+                    raise ShardDispatchError(
                         f"shard {shard} of checkpoint {checkpoint_id[:16]} failed {attempts[shard]} times "
                         f"(last run {run_id}: {state.type.value} {state.message or ''})"
                     )
                 attempts[shard] += 1
                 log(f"shard {shard}: run {run_id} ended {state.type.value}; attempt {attempts[shard]}")
                 running[shard] = submit(shard, attempts[shard])
-    missing = steps.pending_shards(settings, checkpoint_id, settings.num_shards)
+    missing = pending_shards(ctx)
     if missing:
-        raise steps.StepError(f"checkpoint {checkpoint_id[:16]}: shards {missing} not committed after their runs")
+        raise ShardDispatchError(f"checkpoint {checkpoint_id[:16]}: shards {missing} not committed after their runs")
     return done

@@ -3,9 +3,9 @@
 A task is any ``module:function`` returning a :class:`valuation.evaluate.EvalTask` (how to
 retrain on a subset, how to measure the queries, the methods' scores). The repository's suites
 have short names: ``digits`` (MLP on scikit-learn's digits) and ``demo-lm`` (the demo GPT-2 and
-corpus); they live in ``benchmarks/accuracy`` and need a checkout (run from its root).
+corpus); they live in the ``benchmarks.accuracy`` package (installed with dataworth).
 
-flows/cli.py registers it as ``app.command("eval")(eval_command)``.
+flows/cli/commands_ops.py registers it as ``dataworth eval``.
 """
 
 from __future__ import annotations
@@ -13,15 +13,13 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import sys
 from pathlib import Path
-from typing import Annotated
 
-import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from valuation.errors import ConfigurationError
 from valuation.evaluate import EvalTask, LDSArguments, evaluate_task
 
 SUITES = {
@@ -35,21 +33,18 @@ def load_task(spec: str) -> EvalTask:
     """``digits``, ``demo-lm`` or ``package.module:function`` → the task it returns."""
     target = SUITES.get(spec, spec)
     if ":" not in target:
-        raise ValueError(f"task must be one of {sorted(SUITES)} or 'module:function', got {spec!r}")
+        raise ConfigurationError(f"task must be one of {sorted(SUITES)} or 'module:function', got {spec!r}")
     module_name, func_name = target.split(":", 1)
-    if os.getcwd() not in sys.path:  # tasks in the current checkout (as `python -m` would see them)
-        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        hint = " (the named suites need a dataworth checkout: run from its root)" if spec in SUITES else ""
-        raise ValueError(f"cannot import task module {module_name!r}: {exc}{hint}") from exc
+        raise ConfigurationError(f"cannot import task module {module_name!r}: {exc}") from exc
     func = getattr(module, func_name, None)
     if func is None:
-        raise ValueError(f"task module {module_name!r} has no function {func_name!r}")
+        raise ConfigurationError(f"task module {module_name!r} has no function {func_name!r}")
     task = func()
     if not isinstance(task, EvalTask):
-        raise ValueError(f"{target} returned {type(task).__name__}, not valuation.evaluate.EvalTask")
+        raise ConfigurationError(f"{target} returned {type(task).__name__}, not valuation.evaluate.EvalTask")
     return task
 
 
@@ -87,19 +82,3 @@ def run_eval_cli(
         out.write_text(json.dumps(report, indent=2))
         console.print(f"report: {out}")
     return report
-
-
-def eval_command(
-    task: Annotated[str, typer.Argument(help="digits, demo-lm or module:function returning an EvalTask")],
-    subsets: Annotated[int, typer.Option(help="random subsets of the training set")] = 100,
-    seeds: Annotated[int, typer.Option(help="retrainings per subset (seeds 0..n-1)")] = 3,
-    alpha: Annotated[float, typer.Option(help="fraction of the training set in each subset")] = 0.5,
-    workers: Annotated[int, typer.Option(help="retraining processes")] = 1,
-    cache_dir: Annotated[
-        Path | None, typer.Option(help="ground-truth cache (default $DATAWORTH_HOME/eval-cache)")
-    ] = None,
-    method: Annotated[list[str] | None, typer.Option(help="only these methods (repeatable)")] = None,
-    out: Annotated[Path | None, typer.Option(help="write the JSON report here")] = None,
-) -> None:
-    """Counterfactual accuracy: LDS (mean ± s.e., split-half ceiling) of each valuation method."""
-    run_eval_cli(task, subsets, seeds, alpha, workers, cache_dir, method, out)

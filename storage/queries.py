@@ -73,6 +73,10 @@ class QueryStore:
         self.db = connect(uri, storage_options)
         self.table = open_or_create(self.db, "queries", QUERIES_SCHEMA)
 
+    def pending_lineages(self) -> list[str]:
+        t = self.table.to_lance().to_table(columns=["lineage"], filter="status = 'pending'")
+        return sorted(set(t.column("lineage").to_pylist()))
+
     def lineages(self) -> list[str]:
         return sorted(set(self.table.to_lance().to_table(columns=["lineage"]).column("lineage").to_pylist()))
 

@@ -9,26 +9,45 @@
 >>> fisher = ProjectedFisher(logra.layout); fisher.update(g)
 >>> pre = fisher.preconditioner(damping_ratio=0.1)
 >>> scores = influence_scores(pre(q), g)      # (n_query, n_train), positive = helpful
+
+Names load lazily (PEP 562): ``import valuation.errors`` or the CLI's ``--help`` never imports torch.
 """
 
-from valuation.batching import pad_batch, query_batch
-from valuation.capture import GradientCapture
-from valuation.config import LoGraConfig
-from valuation.device import default_device
-from valuation.errors import ConfigurationError, DataworthError
-from valuation.fisher import Preconditioner, ProjectedFisher, layout_dim, layout_slices
-from valuation.logra import LoGra, top_eigenvectors
-from valuation.loss import IGNORE_INDEX, default_lm_loss, labels_from_batch, lm_loss
-from valuation.modules import BLOCKS, Coverage, WatchedModule, coverage, find_watched_modules
-from valuation.scoring import (
-    MODES,
-    StreamingScorer,
-    StreamResult,
-    influence_scores,
-    score_stream,
-    self_influence,
-)
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
+_EXPORTS: dict[str, str] = {
+    "BLOCKS": "valuation.modules",
+    "ConfigurationError": "valuation.errors",
+    "Coverage": "valuation.modules",
+    "DataworthError": "valuation.errors",
+    "GradientCapture": "valuation.capture",
+    "IGNORE_INDEX": "valuation.loss",
+    "LoGra": "valuation.logra",
+    "LoGraConfig": "valuation.config",
+    "MODES": "valuation.scoring",
+    "Preconditioner": "valuation.fisher",
+    "ProjectedFisher": "valuation.fisher",
+    "StreamResult": "valuation.scoring",
+    "StreamingScorer": "valuation.scoring",
+    "WatchedModule": "valuation.modules",
+    "coverage": "valuation.modules",
+    "default_device": "valuation.device",
+    "default_lm_loss": "valuation.loss",
+    "find_watched_modules": "valuation.modules",
+    "influence_scores": "valuation.scoring",
+    "labels_from_batch": "valuation.loss",
+    "layout_dim": "valuation.fisher",
+    "layout_slices": "valuation.fisher",
+    "lm_loss": "valuation.loss",
+    "pad_batch": "valuation.batching",
+    "query_batch": "valuation.batching",
+    "score_stream": "valuation.scoring",
+    "self_influence": "valuation.scoring",
+    "top_eigenvectors": "valuation.logra",
+}
 __all__ = [
     "BLOCKS",
     "IGNORE_INDEX",
@@ -59,3 +78,29 @@ __all__ = [
     "self_influence",
     "top_eigenvectors",
 ]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'valuation' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # static names for type checkers and IDEs
+    from valuation.batching import pad_batch, query_batch
+    from valuation.capture import GradientCapture
+    from valuation.config import LoGraConfig
+    from valuation.device import default_device
+    from valuation.errors import ConfigurationError, DataworthError
+    from valuation.fisher import Preconditioner, ProjectedFisher, layout_dim, layout_slices
+    from valuation.logra import LoGra, top_eigenvectors
+    from valuation.loss import IGNORE_INDEX, default_lm_loss, labels_from_batch, lm_loss
+    from valuation.modules import BLOCKS, Coverage, WatchedModule, coverage, find_watched_modules
+    from valuation.scoring import MODES, StreamingScorer, StreamResult, influence_scores, score_stream, self_influence

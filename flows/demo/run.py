@@ -84,18 +84,21 @@ def run_demo(home: Path, app) -> dict:
     (home / "dataworth.toml").write_text(DEMO_SETTINGS)
 
     cli("init")
-    cli("ingest", str(corpus), "--tokenizer", str(checkpoints[-1]))
+    cli("ingest", str(corpus))
     for step, path in enumerate(checkpoints):
         cli("checkpoint", "add", str(path), "--lineage", "demo", "--step", str(step))
     cli("query", "add", str(qfile))
 
     # Final checkpoint alone: valued without posting, for comparison.
-    from flows import steps
-    from flows.settings import load_settings
+    from flows.app import App
+    from flows.config import load_settings
+    from flows.valuate import checkpoint_set, value_lineage
 
     start = time.perf_counter()
-    s = load_settings()
-    final = steps.value_queries(s, steps.checkpoint_set(s, "latest")).combined(
+    app_ = App.of(load_settings())
+    s = app_.settings
+    pending = app_.queries.pending("demo").to_pylist()
+    final = value_lineage(app_, "demo", checkpoint_set(app_, "demo", "latest"), pending).combined(
         normalise=s.checkpoint_combine == "normalised"
     )
     providers = list(PROVIDERS)
@@ -105,7 +108,7 @@ def run_demo(home: Path, app) -> dict:
     cli("credits")
     from sqlalchemy import text
 
-    with steps.Stores(s).ledger().connect() as conn:
+    with app_.ledger.connect() as conn:
         rows = conn.execute(text("SELECT query_id, provider_id, credit FROM v_query_provider_credit")).all()
         attributions = conn.execute(
             text("SELECT query_id, rank, doc_id, provider_id, score FROM query_attribution ORDER BY query_id, rank")

@@ -44,7 +44,7 @@ def world(tmp_path_factory) -> dict:
 
 @pytest.fixture
 def settings(tmp_path):
-    from flows.settings import load_settings
+    from flows.config import load_settings
 
     return load_settings(
         home=str(tmp_path / "home"), k_in=4, k_out=4, num_shards=2, batch_size=8, max_length=48, fit_examples=32

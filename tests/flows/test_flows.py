@@ -14,64 +14,80 @@ import pytest
 import torch
 from sqlalchemy import text
 
-from flows import flows, steps
+from flows import flows
+from flows.app import App
+from flows.checkpoint.context import CheckpointContext
+from flows.checkpoint.fit import load_logra
+from flows.checkpoint.log import pending_shards
+from flows.credit import post_credits
+from flows.errors import NotReadyError
+from flows.scores import Valuation
+from flows.valuate import checkpoint_set, value_lineage
 from storage import QueryValidationError
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 def ledger_rows(settings, sql):
-    with steps.Stores(settings).ledger().connect() as c:
+    with App.of(settings).ledger.connect() as c:
         return c.execute(text(sql)).all()
 
 
 def ingest_and_add(settings, world) -> list[str]:
-    sd = settings.to_dict()
-    flows.ingest_corpus(sd, str(world["corpus"]), str(world["checkpoints"][-1]))
+    sd = settings.to_params()
+    flows.ingest_corpus(sd, str(world["corpus"]))
     return [flows.on_new_checkpoint(sd, str(p), "tiny", i) for i, p in enumerate(world["checkpoints"])]
 
 
-def example_ids(settings) -> list[str]:
+def ctx_of(settings, checkpoint_id) -> CheckpointContext:
+    return CheckpointContext(App.of(settings), checkpoint_id)
+
+
+def example_ids(settings, checkpoint_id) -> list[str]:
+    ctx = ctx_of(settings, checkpoint_id)
     return [
         e
-        for b in steps.Stores(settings).corpus.iter_examples(columns=["example_id"])
+        for b in ctx.app.corpus.iter_examples(ctx.tokenizer_key, ctx.corpus_version, columns=["example_id"])
         for e in b.column("example_id").to_pylist()
     ]
 
 
 def table_ids(settings, checkpoint_id) -> list[str]:
-    table = steps.gradient_table(settings, steps.checkpoint_row(settings, checkpoint_id))
-    return [e for c in table.read() for e in c.example_ids]
+    return [e for c in ctx_of(settings, checkpoint_id).table().read() for e in c.example_ids]
+
+
+def queries_of(world) -> list[dict]:
+    return [json.loads(line) for line in world["queries"].read_text().splitlines()]
 
 
 def test_the_whole_cycle_posts_exact_credits(settings, world):
     ids = ingest_and_add(settings, world)
     assert len(set(ids)) == 2
-    expected = sorted(example_ids(settings))
+    expected = sorted(example_ids(settings, ids[0]))
     for ck in ids:  # one row per example in each table; the two tables never share rows
         assert sorted(table_ids(settings, ck)) == expected
-    tables = {steps.gradient_table(settings, steps.checkpoint_row(settings, ck)).name for ck in ids}
+    tables = {ctx_of(settings, ck).table().name for ck in ids}
     assert len(tables) == 2
-    steps.Stores(settings).queries.add_file(world["queries"])
-    result = flows.valuation_cycle(settings.to_dict())
+    App.of(settings).queries.add_file(world["queries"], "tiny")
+    [result] = flows.valuation_cycle(settings.to_params())
     assert result["queries"] == 6 and result["entries"] > 0 and sorted(result["checkpoints"]) == sorted(ids)
     per_query = ledger_rows(settings, "SELECT query_id, SUM(amount_micros) FROM ledger_entry GROUP BY query_id")
     assert {q: m for q, m in per_query} == {q: 1_000_000 for q, _ in per_query} and len(per_query) == 6
     run = ledger_rows(settings, "SELECT checkpoints, queries, status FROM v_run_summary")
     assert run == [(2, 6, "posted")]
     # Value twice: nothing pending; re-posting the same valuation is a no-op.
-    assert flows.valuation_cycle(settings.to_dict()) is None
-    val = steps.Valuation.load(next((settings.home / "valuations").glob("*.json")))
-    again = steps.post_credits(settings, val)
+    assert flows.valuation_cycle(settings.to_params()) == []
+    val = Valuation.load(next((settings.home / "valuations").glob("*.json")))
+    again = post_credits(App.of(settings), val)
     assert again.already_posted and again.entries_written == 0
     assert ledger_rows(settings, "SELECT COUNT(*) FROM ledger_entry")[0][0] == result["entries"]
 
 
 def test_multi_checkpoint_scores_are_the_sum_of_single_checkpoint_scores(settings, world):
     ids = ingest_and_add(settings, world)
-    qs = [json.loads(line) for line in world["queries"].read_text().splitlines()]
-    both = steps.value_queries(settings, steps.checkpoint_set(settings, "all"), qs)
-    singles = [steps.value_queries(settings, steps.checkpoint_set(settings, [ck]), qs) for ck in ids]
+    qs, app = queries_of(world), App.of(settings)
+    both = value_lineage(app, "tiny", checkpoint_set(app, "tiny", "all"), qs)
+    singles = [value_lineage(app, "tiny", checkpoint_set(app, "tiny", [ck]), qs) for ck in ids]
     combined = both.combined()
     for qi, res in enumerate(combined):
         for provider, total in res.provider_scores.items():
@@ -92,9 +108,9 @@ def explicit_scores(settings, checkpoint_id: str, qs: list[dict]) -> tuple[torch
     example's provider: the brute-force reference of one checkpoint's pass."""
     from valuation import Preconditioner, query_batch
 
-    ck = steps.checkpoint_row(settings, checkpoint_id)
-    logra, tok = steps._logra(settings, ck)
-    state, _ = steps.Stores(settings).artifacts.load(checkpoint_id, settings.config_hash(), "preconditioner")
+    ctx = ctx_of(settings, checkpoint_id)
+    logra, (_, tok) = load_logra(ctx), ctx.model()
+    state, _ = ctx.load("preconditioner")
     pre = Preconditioner.from_state_dict(logra.layout, state).with_damping_ratio(settings.damping_ratio)
     batch = query_batch(
         [tok(q["prompt"], add_special_tokens=False)["input_ids"] for q in qs],
@@ -103,15 +119,15 @@ def explicit_scores(settings, checkpoint_id: str, qs: list[dict]) -> tuple[torch
         settings.max_length,
     )
     q = pre(logra.gradients(batch).double())
-    chunks = list(steps.gradient_table(settings, ck).read())
+    chunks = list(ctx.table().read())
     g = torch.cat([c.vectors.double() for c in chunks])
     return q @ g.T, [p for c in chunks for p in c.provider_ids]
 
 
 def test_normalised_checkpoint_set_gives_each_checkpoint_an_equal_say(settings, world):
     ids = ingest_and_add(settings, world)
-    qs = [json.loads(line) for line in world["queries"].read_text().splitlines()]
-    both = steps.value_queries(settings, steps.checkpoint_set(settings, "all"), qs)
+    qs, app = queries_of(world), App.of(settings)
+    both = value_lineage(app, "tiny", checkpoint_set(app, "tiny", "all"), qs)
     want: dict[tuple[int, str], float] = {}
     for ck, cs in zip(ids, both.per_checkpoint, strict=True):
         scores, providers = explicit_scores(settings, ck, qs)
@@ -135,12 +151,12 @@ def test_normalised_checkpoint_set_gives_each_checkpoint_an_equal_say(settings, 
     assert round_trip(both).per_checkpoint[1].examples == cs.examples
 
 
-def round_trip(val: steps.Valuation) -> steps.Valuation:
+def round_trip(val: Valuation) -> Valuation:
     import tempfile
     from pathlib import Path
 
     with tempfile.TemporaryDirectory() as tmp:
-        return steps.Valuation.load(val.save(Path(tmp) / "v.json"))
+        return Valuation.load(val.save(Path(tmp) / "v.json"))
 
 
 KILLER = textwrap.dedent(
@@ -148,8 +164,10 @@ KILLER = textwrap.dedent(
     import sys, time
     sys.path.insert(0, {root!r})
     import storage.gradients as g
-    from flows import steps
-    from flows.settings import Settings
+    from flows.app import App
+    from flows.checkpoint.context import CheckpointContext
+    from flows.checkpoint.log import log_shard
+    from flows.config import Settings
     original = g.GradientTable.writer
     g.GradientTable.writer = lambda self, shard, batch_rows=8192: original(self, shard, batch_rows=4)
     add = g.ShardWriter.add
@@ -159,14 +177,14 @@ KILLER = textwrap.dedent(
     g.ShardWriter.add = slow_add
     s = Settings.from_dict({settings!r})
     print("logging", flush=True)
-    steps.log_shard(s, {ck!r}, 1, s.num_shards)
+    log_shard(CheckpointContext(App.of(s), {ck!r}), 1)
     """
 )
 
 
 def test_log_gradients_killed_midway_then_rerun_leaves_one_row_per_example(settings, world):
-    sd = settings.to_dict()
-    flows.ingest_corpus(sd, str(world["corpus"]), str(world["checkpoints"][0]))
+    sd = settings.to_params()
+    flows.ingest_corpus(sd, str(world["corpus"]))
     ck = flows.register_checkpoint(sd, str(world["checkpoints"][0]), "tiny", 0)
     flows.fit_checkpoint(sd, ck)
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -178,20 +196,20 @@ def test_log_gradients_killed_midway_then_rerun_leaves_one_row_per_example(setti
     table = None
     while time.time() < deadline:
         try:
-            table = steps.gradient_table(settings, steps.checkpoint_row(settings, ck))
+            table = ctx_of(settings, ck).table()
             if table.tbl.count_rows() >= 8:
                 break
-        except KeyError:
+        except NotReadyError:
             pass
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert table is not None and table.tbl.count_rows() >= 8  # partial rows of shard 1 are on disk
     assert table.committed_shards() == []
-    assert steps.pending_shards(settings, ck, 2) == [0, 1]
+    assert pending_shards(ctx_of(settings, ck)) == [0, 1]
     flows.log_gradients(sd, ck)
     ids = table_ids(settings, ck)
-    assert sorted(ids) == sorted(example_ids(settings)) and len(ids) == len(set(ids))
+    assert sorted(ids) == sorted(example_ids(settings, ck)) and len(ids) == len(set(ids))
     assert flows.log_gradients(sd, ck) == 0  # nothing left to do
 
 
@@ -201,13 +219,13 @@ def test_a_malformed_query_file_is_rejected_and_nothing_is_posted(settings, worl
     lines = world["queries"].read_text().splitlines()
     bad.write_text(lines[0] + "\n" + '{"query_id": "x", "prompt": "p"}\n')
     with pytest.raises(QueryValidationError, match="row 2, field 'response': missing"):
-        steps.Stores(settings).queries.add_file(bad)
-    assert flows.valuation_cycle(settings.to_dict()) is None
+        App.of(settings).queries.add_file(bad, "tiny")
+    assert flows.valuation_cycle(settings.to_params()) == []
     assert ledger_rows(settings, "SELECT COUNT(*) FROM ledger_entry")[0][0] == 0
     # The CLI says it in one line and exits non-zero, without a traceback.
     env = {**os.environ, "DATAWORTH_HOME": str(settings.home)}
     out = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "query", "add", str(bad)],
+        [sys.executable, "-m", "flows.cli", "query", "add", str(bad), "--lineage", "tiny"],
         capture_output=True,
         text=True,
         env=env,

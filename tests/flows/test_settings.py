@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.settings import Settings, load_settings
+from flows.config import Settings, load_settings
 
 
 def test_store_uri_places_every_store(monkeypatch, tmp_path):
@@ -22,3 +22,27 @@ def test_store_uri_places_every_store(monkeypatch, tmp_path):
 def test_unknown_dispatch_is_refused(tmp_path):
     with pytest.raises(ValueError, match="shard_dispatch"):
         load_settings(home=str(tmp_path), shard_dispatch="everywhere")
+
+
+def test_every_stage_validates_however_it_is_built(tmp_path):
+    from flows.config import FitArguments, ScoreArguments
+    from valuation import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="scoring mode 'fast'"):
+        ScoreArguments(mode="fast")
+    with pytest.raises(ConfigurationError, match="policy"):
+        Settings.from_dict({**load_settings(home=str(tmp_path)).to_dict(), "policy": "everything"})
+    with pytest.raises(ConfigurationError, match="k_in and k_out must be >= 1"):
+        FitArguments(k_in=0)
+    with pytest.raises(ConfigurationError, match="unknown setting"):
+        Settings.build(colour="blue")
+    s = load_settings(home=str(tmp_path), k_in=8)
+    assert (s.fit.k_in, s.k_in, s.score.mode) == (8, 8, "if")
+
+
+def test_flow_parameters_carry_no_credentials(tmp_path, monkeypatch):
+    url = "postgresql+psycopg://dataworth:s3cret@127.0.0.1:5432/ledger"
+    s = load_settings(home=str(tmp_path), db_url=url)
+    assert "s3cret" not in repr(s.to_params()) and "db_url" not in s.to_params()
+    monkeypatch.setenv("DATAWORTH_DB_URL", url)  # the worker's environment
+    assert Settings.from_dict(s.to_params()).db_url == url

@@ -1,0 +1,132 @@
+"""What every stage of one checkpoint needs: its ledger row, pinned corpus version, tokenizer key,
+and the key of its stored outputs (gradient table and artifacts)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+
+from flows.app import App
+from flows.errors import ConfigurationError, NotReadyError
+
+EXAMPLE_COLUMNS = ["example_id", "doc_id", "provider_id", "provider_code", "input_ids"]
+
+
+@dataclass
+class CheckpointContext:
+    """One checkpoint under the app's settings. ``config`` is everything its stored vectors depend
+    on (LoGra settings, max_length, dtype, fit sample, corpus version, tokenizer); ``key`` hashes
+    it: another value of any of them is another table and other artifacts."""
+
+    app: App
+    checkpoint_id: str
+
+    @cached_property
+    def row(self):
+        return self.app.checkpoint(self.checkpoint_id)
+
+    @property
+    def model_dir(self) -> str:
+        return self.row.path
+
+    @cached_property
+    def corpus_version(self) -> int:
+        version = self.app.corpus.pinned_version(self.row.checkpoint_id)
+        if version is None:
+            raise NotReadyError(f"checkpoint {self.checkpoint_id[:16]} has no pinned corpus version: add it again")
+        return version
+
+    @cached_property
+    def tokenizer_key(self) -> str:
+        from storage import tokenizer_fingerprint
+
+        return f"{tokenizer_fingerprint(self.model_dir)}-L{self.app.settings.max_length}"
+
+    @cached_property
+    def config(self) -> dict:
+        return self.app.settings.valuation_config() | {
+            "corpus_version": self.corpus_version,
+            "tokenizer": self.tokenizer_key,
+        }
+
+    @cached_property
+    def key(self) -> str:
+        blob = json.dumps(self.config, sort_keys=True, default=list)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    # model and examples
+    def model(self):
+        return self.app.model(self.model_dir)
+
+    def ensure_examples(self, progress=None) -> int:
+        _, tokenizer = self.model()
+        s = self.app.settings
+        return self.app.corpus.ensure_examples(
+            self.tokenizer_key, tokenizer, s.max_length, self.corpus_version, progress
+        )
+
+    def num_examples(self) -> int:
+        return self.app.corpus.num_examples(self.tokenizer_key, self.corpus_version)
+
+    def batches(self, shard: int | None = None, limit: int | None = None) -> Iterator[tuple[dict, list[dict]]]:
+        """``(LM batch, row metadata)`` over the pinned version's examples (optionally one shard)."""
+        from valuation import pad_batch
+
+        s = self.app.settings
+        _, tokenizer = self.model()
+        seen = 0
+        num_shards = s.num_shards if shard is not None else None
+        for rb in self.app.corpus.iter_examples(
+            self.tokenizer_key, self.corpus_version, shard, num_shards, batch_size=s.batch_size, columns=EXAMPLE_COLUMNS
+        ):
+            rows = rb.to_pylist()
+            if limit is not None:
+                rows = rows[: max(0, limit - seen)]
+            if not rows:
+                return
+            seen += len(rows)
+            yield pad_batch([r["input_ids"] for r in rows], tokenizer.pad_token_id), rows
+
+    # stored outputs
+    def table(self, layout=None):
+        """The gradient table (created when ``layout`` is given); refuses another ``num_shards``."""
+        s = self.app.settings
+        try:
+            table = self.app.gradients.table(
+                self.row.checkpoint_id, self.key, layout, s.dtype, self.config | {"num_shards": s.num_shards}
+            )
+        except KeyError as exc:
+            raise NotReadyError(f"checkpoint {self.checkpoint_id[:16]}: no gradients logged yet") from exc
+        logged_with = table.config.get("num_shards", s.num_shards)
+        if logged_with != s.num_shards:
+            raise ConfigurationError(
+                f"checkpoint {self.checkpoint_id[:16]}: its gradient table was logged with num_shards = "
+                f"{logged_with}; this run asks for num_shards = {s.num_shards} (set it back to {logged_with})"
+            )
+        return table
+
+    def has_table(self) -> bool:
+        try:
+            self.table()
+        except NotReadyError:
+            return False
+        return True
+
+    def save(self, name: str, tensors: dict, extra: dict | None = None) -> str:
+        return self.app.artifacts.save(self.row.checkpoint_id, self.key, name, tensors, self.config, extra)
+
+    def load(self, name: str):
+        return self.app.artifacts.load(self.row.checkpoint_id, self.key, name)
+
+    def exists(self, name: str) -> bool:
+        return self.app.artifacts.exists(self.row.checkpoint_id, self.key, name)
+
+    def digest(self, name: str) -> str:
+        return self.app.artifacts.digest(self.row.checkpoint_id, self.key, name)
+
+    @property
+    def finalized(self) -> bool:
+        return self.exists("preconditioner")

@@ -1,0 +1,44 @@
+"""Fit: KFAC covariances on a sample of the pinned corpus version → PCA (or random) projections."""
+
+from __future__ import annotations
+
+from flows.checkpoint.context import CheckpointContext
+from flows.errors import NotReadyError
+from flows.progress import Progress
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def make_logra(ctx: CheckpointContext):
+    """A :class:`valuation.LoGra` on the checkpoint's cached model, with the settings' config."""
+    from valuation import LoGra
+
+    model, _ = ctx.model()
+    return LoGra(model, ctx.app.settings.logra_config())
+
+
+def fit(ctx: CheckpointContext, progress: Progress | None = None) -> str:
+    """Saves the ``projections`` artifact (returns its digest); a no-op when it exists."""
+    from valuation import default_device
+
+    if ctx.exists("projections"):
+        return ctx.digest("projections")
+    ctx.ensure_examples()
+    if ctx.num_examples() == 0:
+        raise NotReadyError("the corpus version of this checkpoint has no examples: run `dataworth ingest FILE` first")
+    logra = make_logra(ctx)
+    device = default_device()
+    batches = (to_device(b, device) for b, _ in ctx.batches(limit=ctx.app.settings.fit_examples))
+    with ctx.app.model_lock:
+        logra.fit(batches, progress=progress.advance if progress else None)
+    return ctx.save("projections", logra.state_dict(), extra={"layout": logra.layout})
+
+
+def load_logra(ctx: CheckpointContext):
+    """The fitted LoGra of a checkpoint (projections loaded)."""
+    logra = make_logra(ctx)
+    state, _ = ctx.load("projections")
+    logra.load_state_dict(state)
+    return logra

@@ -1,0 +1,42 @@
+"""Register a checkpoint: checked first, registered only when every check passed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flows.app import App
+from flows.checkpoint.loading import check_model_dir
+from flows.errors import CheckpointRejectedError, NotReadyError
+
+SAMPLE_DOCUMENTS = 32
+
+
+def register(
+    app: App,
+    model_dir: str | Path,
+    lineage: str = "default",
+    step: int | None = None,
+    corpus_version: int | None = None,
+):
+    """Validate the directory (weights, tokenizer, vocabulary vs corpus), pin the corpus version it
+    was trained on (default: the latest), then register it.
+
+    Returns the ledger's :class:`ledger.Checkpoint` row. A failed check raises
+    :class:`CheckpointRejectedError` and leaves nothing behind.
+    """
+    from ledger import register_checkpoint
+    from storage import ArtifactError, checkpoint_fingerprint
+
+    model_dir = Path(model_dir).resolve()
+    if not model_dir.is_dir():
+        raise CheckpointRejectedError(f"{model_dir}: not a directory")
+    try:
+        fingerprint = checkpoint_fingerprint(model_dir)
+    except ArtifactError as exc:
+        raise CheckpointRejectedError(str(exc)) from exc
+    model, tokenizer = app.model(model_dir)
+    check_model_dir(model_dir, model, tokenizer, app.corpus.sample_texts(SAMPLE_DOCUMENTS))
+    if app.corpus.version() == 0:
+        raise NotReadyError("the corpus is empty: ingest the documents this checkpoint was trained on first")
+    app.corpus.pin(fingerprint, corpus_version)
+    return register_checkpoint(app.ledger, fingerprint, str(model_dir), lineage, step)

@@ -1,0 +1,185 @@
+"""Valuate: the pending queries of each lineage, scored against that lineage's checkpoint set."""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+
+from flows.app import App
+from flows.checkpoint.context import CheckpointContext
+from flows.checkpoint.fit import load_logra, to_device
+from flows.errors import ConfigurationError, NotReadyError
+from flows.progress import NULL, Reporter
+from flows.scores import CheckpointScores, Valuation
+
+
+def digest(items: list[str]) -> str:
+    return hashlib.sha256("\n".join(items).encode()).hexdigest()[:20]
+
+
+def finalized(app: App, lineage: str | None = None) -> list[CheckpointContext]:
+    """Finalized checkpoints (of one lineage), in training order."""
+    rows = [c for c in app.checkpoints() if lineage is None or c.lineage == lineage]
+    rows.sort(key=lambda c: (c.step is None, c.step, c.registered_at))
+    out = []
+    for row in rows:
+        ctx = CheckpointContext(app, row.checkpoint_id)
+        ctx.row = row  # already read
+        if ctx.finalized:
+            out.append(ctx)
+    return out
+
+
+def checkpoint_set(app: App, lineage: str, which: str | list[str] = "all") -> list[CheckpointContext]:
+    """A lineage's finalized checkpoints: ``all``, ``latest``, the last ``N``, or ids (prefixes)."""
+    line = finalized(app, lineage)
+    if not line:
+        raise NotReadyError(
+            f"lineage {lineage!r} has no finalized checkpoint: run `dataworth checkpoint add DIR` first"
+        )
+    if isinstance(which, list):
+        chosen = [c for c in line if any(c.row.checkpoint_id.startswith(w) for w in which)]
+        if len(chosen) != len(which):
+            raise ConfigurationError(f"unknown or unfinalized checkpoint(s) of lineage {lineage!r} among {which}")
+        return chosen
+    if which == "all":
+        return line
+    if which == "latest":
+        return line[-1:]
+    if str(which).isdigit() and int(which) > 0:
+        return line[-int(which) :]
+    raise ConfigurationError(f"--checkpoints must be latest, all, N or checkpoint ids; got {which!r}")
+
+
+def query_vectors(ctx: CheckpointContext, queries: list[dict]):
+    """``(n_query, D)`` projected gradients of the queries (loss on the response tokens only)."""
+    import torch
+
+    from valuation import default_device, query_batch
+
+    s = ctx.app.settings
+    logra = load_logra(ctx)
+    _, tokenizer = ctx.model()
+    device = default_device()
+    out = []
+    for start in range(0, len(queries), s.batch_size):
+        part = queries[start : start + s.batch_size]
+        batch = query_batch(
+            [tokenizer(q["prompt"], add_special_tokens=False)["input_ids"] for q in part],
+            [tokenizer(q["response"], add_special_tokens=False)["input_ids"] for q in part],
+            tokenizer.pad_token_id,
+            s.max_length,
+        )
+        with ctx.app.model_lock:
+            out.append(logra.gradients(to_device(batch, device)))
+    return torch.cat(out).float(), logra.layout
+
+
+def score_checkpoint(
+    ctx: CheckpointContext, queries: list[dict], n_providers: int, tag: str, reporter: Reporter = NULL
+) -> CheckpointScores:
+    """One streamed pass over the checkpoint's train vectors (at a version pinned by ``tag``)."""
+    import torch
+
+    from valuation import Preconditioner, StreamingScorer, default_device
+
+    s = ctx.app.settings
+    q, layout = query_vectors(ctx, queries)
+    pre_state, _ = ctx.load("preconditioner")
+    # The stored eigendecomposition serves any damping ratio.
+    pre = Preconditioner.from_state_dict(layout, pre_state).with_damping_ratio(s.damping_ratio)
+    q_pre = pre(q)
+    table = ctx.table()
+    version = pin_version(table, tag)
+    scorer = StreamingScorer(
+        q_pre,
+        topk=s.topk,
+        num_groups=n_providers,
+        mode=s.mode,
+        query_self=(q_pre * q).sum(1) if s.mode == "cosine" else None,
+    )
+    progress = reporter.task(f"checkpoint {ctx.row.checkpoint_id[:12]}", table.count_rows(version), "train vectors")
+    pieces: list[tuple[int, object]] = []  # (first row, Arrow id columns) of every chunk
+    self_by_shard: dict[int, dict[str, float]] = {}
+    for chunk in table.read(chunk_rows=s.chunk_rows, version=version, device=default_device()):
+        train_self = None
+        if s.mode != "if":
+            for sh in set(chunk.shards.tolist()) - set(self_by_shard):
+                self_by_shard[sh] = table.self_influence(sh)
+            train_self = torch.tensor(
+                [self_by_shard[sh][e] for sh, e in zip(chunk.shards.tolist(), chunk.example_ids, strict=True)],
+                dtype=torch.float64,
+            )
+        pieces.append((scorer.rows_seen, chunk.columns))
+        scorer.update(chunk.vectors.float(), chunk.provider_codes, train_self)
+        progress.advance(len(chunk))
+    progress.finish()
+    res = scorer.result()
+    starts = [start for start, _ in pieces]
+
+    def row(i: int) -> tuple[str, str, str]:
+        start, columns = pieces[bisect.bisect_right(starts, i) - 1]
+        r = columns.slice(i - start, 1).to_pylist()[0]
+        return r["example_id"], r["doc_id"], r["provider_id"]
+
+    topk = [
+        [(*row(i), float(sc)) for i, sc in zip(idx.tolist(), scores.tolist(), strict=True) if i >= 0]
+        for idx, scores in zip(res.topk_indices, res.topk_scores, strict=True)
+    ]
+    return CheckpointScores(
+        ctx.row.checkpoint_id,
+        table.name,
+        version,
+        res.group_sums.cpu(),
+        res.group_positive_sums.cpu(),
+        topk,
+        scorer.rows_seen,
+        tag,
+        "exact",
+    )
+
+
+def pin_version(table, tag: str) -> int:
+    """Tag the table's current version for this valuation (an audit re-reads exactly it; a tag
+    survives ``optimize``); a re-run of the same valuation reuses its tag."""
+    existing = table.tbl.tags.list()
+    if tag in existing:
+        return int(existing[tag]["version"])
+    return table.tag(tag)
+
+
+def provider_list(app: App) -> list[str]:
+    """Provider ids by code (index = code)."""
+    codes = app.corpus.providers()
+    providers = [""] * (max(codes.values(), default=-1) + 1)
+    for p, c in codes.items():
+        providers[c] = p
+    return providers
+
+
+def value_lineage(
+    app: App,
+    lineage: str,
+    checkpoints: list[CheckpointContext],
+    queries: list[dict],
+    reporter: Reporter = NULL,
+) -> Valuation:
+    """Score ``queries`` of ``lineage`` against every checkpoint of the set."""
+    providers = provider_list(app)
+    batch = digest(sorted(q["query_id"] for q in queries))
+    val = Valuation(
+        lineage,
+        [q["query_id"] for q in queries],
+        [str(q.get("value", "1")) for q in queries],
+        providers,
+        app.settings.scoring_config(),
+    )
+    newest = max(checkpoints, key=lambda c: c.corpus_version)
+    val.corpus_share = app.corpus.example_counts(newest.tokenizer_key, newest.corpus_version)
+    for ctx in checkpoints:
+        val.per_checkpoint.append(score_checkpoint(ctx, queries, len(providers), f"valuation-{batch}", reporter))
+    return val
+
+
+def valuation_path(app: App, val: Valuation):
+    return app.settings.home / "valuations" / f"{val.lineage}-batch-{digest(sorted(val.query_ids))}.json"
