@@ -23,11 +23,12 @@ def query(qid: str, value, scores: list[tuple[str, float]]) -> QueryResult:
     return QueryResult(qid, value, topk, sums, pos)
 
 
-def record(batch="b1", queries=None, checkpoints=(("ck1", 1.0),), policy="topk_share", day="2026-11-20"):
+def record(batch="b1", queries=None, checkpoints=(("ck1", 1.0),), policy="topk_share", day="2026-11-20", prefix=""):
+    """Queries ``{prefix}q1..q3``: a query can be credited by one live run only."""
     queries = queries or [
-        query("q1", "1", [("alpha", 3.0), ("beta", 1.0), ("gamma", -2.0)]),
-        query("q2", "2.5", [("beta", 0.5), ("beta", 0.25), ("gamma", 0.25)]),
-        query("q3", "0.333333", [("gamma", -1.0)]),  # no positive score: fallback
+        query(f"{prefix}q1", "1", [("alpha", 3.0), ("beta", 1.0), ("gamma", -2.0)]),
+        query(f"{prefix}q2", "2.5", [("beta", 0.5), ("beta", 0.25), ("gamma", 0.25)]),
+        query(f"{prefix}q3", "0.333333", [("gamma", -1.0)]),  # no positive score: fallback
     ]
     return RunRecord(
         batch_id=batch,
