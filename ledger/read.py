@@ -26,7 +26,7 @@ def credits(engine: Engine, run_id: str | None = None) -> list[dict]:
     with engine.connect() as conn:
         if (
             run_id is not None
-            and not conn.execute(text("SELECT 1 FROM valuation_run WHERE run_id = :r"), params).first()
+            and not conn.execute(text("SELECT 1 FROM valuation_run WHERE run_id = :run"), params).first()
         ):
             raise UnknownRunError(f"unknown run {run_id!r}")
         rows = conn.execute(text(sql).columns(provider_id=String(), name=String(), micros=Integer()), params).all()
