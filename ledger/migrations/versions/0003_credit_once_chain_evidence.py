@@ -7,7 +7,7 @@ Revises: 0002
 Existing rows are kept and backfilled: a reversed run gets its ``run_reversal`` row, every entry
 its checkpoint split by weight (``weight_share``: older runs measured nothing per checkpoint),
 every query its ``query_credit`` row in posting order (a query an older ledger credited twice
-keeps only its first live credit there), the daily totals, and the chain over all of it.
+keeps one live credit there: its first run still live), the daily totals, and the chain over all of it.
 """
 
 import json
@@ -205,16 +205,19 @@ def _backfill(conn) -> None:
                 for qid, v in sorted(queries[r.run_id].items())
             ],
         )
-        events.append((str(r.started_at), 0, r.run_id, "post"))
         reversals = [e for e in by_run[r.run_id] if e.kind == "reversal"]
-        if r.status == "reversed" or reversals:
+        reversed_ = r.status == "reversed" or bool(reversals)
+        events.append((int(not reversed_), str(r.started_at), 0, r.run_id, "post"))
+        if reversed_:
             when = min((str(e.created_at) for e in reversals), default=str(r.started_at))
             day = min((e.day for e in reversals), default=r.day)
             _insert(conn, "run_reversal", [{"run_id": r.run_id, "day": day, "reversed_by": "", "created_at": when}])
-            events.append((when, 1, r.run_id, "reverse"))
+            events.append((0, when, 1, r.run_id, "reverse"))
     live: dict[str, int] = {}  # query → generation of its live credit
     releases: dict[str, int] = defaultdict(int)
-    for _, _, run_id, event in sorted(events):
+    # Reversed runs first (credit, then release), then the live ones: a query an older ledger
+    # credited in overlapping runs ends with its live run's credit.
+    for *_, run_id, event in sorted(events):
         kinds = ("reversal",) if event == "reverse" else ("credit", "adjustment")
         mine = [e for e in by_run[run_id] if e.kind in kinds]
         splits = []
