@@ -6,11 +6,28 @@
   one transaction, idempotent; :func:`reverse_run`; :func:`statement`.
 - Policies (:mod:`ledger.policies`): ``topk_share`` (default), ``positive_share``,
   ``fallback_pro_rata``; exact micro-unit amounts, largest-remainder rounding.
-- Views: ``v_provider_credit_daily``, ``v_provider_credit_by_checkpoint``,
-  ``v_query_provider_credit``, ``v_provider_top_documents``, ``v_run_summary``.
+- One live credit per query (``query_credit``, database-enforced): :func:`credited_queries`;
+  :class:`QueryAlreadyCreditedError`. Every table behind a credit is append-only (triggers) and
+  hash-chained: :func:`verify_ledger`.
+- Receipts: prompts, responses, document excerpts, per-checkpoint ranks and scores, lexical
+  evidence, measured per-checkpoint splits, run metrics; :func:`set_provider` (names, metadata).
+- Views (:data:`VIEWS`, typed reads with :func:`read_view`): ``v_provider``,
+  ``v_provider_credit_daily``, ``v_provider_credit_by_checkpoint``, ``v_query_provider_credit``,
+  ``v_provider_top_documents``, ``v_run_summary``, ``v_query_receipt``, ``v_query_evidence``,
+  ``v_provider_summary``, ``v_run_health``. Read side for the CLI/dashboard: :mod:`ledger.read`.
 """
 
+from ledger.chain import VerifyReport, verify_ledger
 from ledger.db import HEAD, current_revision, database_url, make_engine, open_ledger, upgrade
+from ledger.errors import (
+    LedgerError,
+    PolicyInputError,
+    QueryAlreadyCreditedError,
+    RunReversedError,
+    UnknownProviderError,
+    UnknownQueryError,
+    UnknownRunError,
+)
 from ledger.models import (
     MICROS,
     Checkpoint,
@@ -25,10 +42,10 @@ from ledger.models import (
 )
 from ledger.policies import (
     POLICIES,
-    PolicyInputError,
     QueryResult,
     TopKEntry,
     largest_remainder,
+    split_by_checkpoint,
     split_query,
     to_micros,
 )
@@ -36,26 +53,32 @@ from ledger.posting import (
     PostReport,
     RunCheckpointRef,
     RunRecord,
+    credited_queries,
     ensure_providers,
     post_run,
     register_checkpoint,
     reverse_run,
+    set_provider,
     withdraw_provider,
 )
+from ledger.read import attributions, credits, query_receipt, runs
 from ledger.statement import Statement, statement
-from ledger.views import VIEWS
+from ledger.views import VIEW_TYPES, VIEWS, read_view
 
 __all__ = [
     "HEAD",
     "MICROS",
     "POLICIES",
     "VIEWS",
+    "VIEW_TYPES",
     "Checkpoint",
     "LedgerEntry",
+    "LedgerError",
     "PolicyInputError",
     "PostReport",
     "Provider",
     "ProviderScore",
+    "QueryAlreadyCreditedError",
     "QueryAttribution",
     "QueryBatch",
     "QueryProviderScore",
@@ -63,9 +86,17 @@ __all__ = [
     "RunCheckpoint",
     "RunCheckpointRef",
     "RunRecord",
+    "RunReversedError",
     "Statement",
     "TopKEntry",
+    "UnknownProviderError",
+    "UnknownQueryError",
+    "UnknownRunError",
     "ValuationRun",
+    "VerifyReport",
+    "attributions",
+    "credited_queries",
+    "credits",
     "current_revision",
     "database_url",
     "ensure_providers",
@@ -73,11 +104,17 @@ __all__ = [
     "make_engine",
     "open_ledger",
     "post_run",
+    "query_receipt",
+    "read_view",
     "register_checkpoint",
     "reverse_run",
+    "runs",
+    "set_provider",
+    "split_by_checkpoint",
     "split_query",
     "statement",
     "to_micros",
     "upgrade",
+    "verify_ledger",
     "withdraw_provider",
 ]

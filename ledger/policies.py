@@ -18,32 +18,47 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from fractions import Fraction
 
+from ledger.errors import PolicyInputError
 from ledger.models import MICROS
 
 POLICIES = ("topk_share", "positive_share", "fallback_pro_rata")
 
 
-class PolicyInputError(ValueError):
-    """Inputs a policy refuses: nothing is written."""
-
-
 @dataclass(frozen=True)
 class TopKEntry:
+    """One training example in a query's top-k (influence) or lexical list.
+
+    ``excerpt``: the document's text (the ledger stores ``excerpt_chars`` of it);
+    ``per_checkpoint``: ``{checkpoint_id: that checkpoint's (weighted, normalised) score}``.
+    """
+
     example_id: str
     doc_id: str
     provider_id: str
     score: float
+    excerpt: str | None = None
+    per_checkpoint: dict[str, float] | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass
 class QueryResult:
-    """What valuation produced for one query (scores summed over the run's checkpoints)."""
+    """What valuation produced for one query (scores summed over the run's checkpoints).
+
+    Optional evidence the ledger stores for receipts: ``prompt``/``response`` (bounded excerpts
+    are kept), ``lineage``, ``confidence``, and ``by_checkpoint`` = ``{checkpoint_id: {provider:
+    that checkpoint's (weighted, normalised) term of provider_scores[provider]}}``.
+    """
 
     query_id: str
     value: Decimal | str | int | float
     topk: list[TopKEntry] = field(default_factory=list)
     provider_scores: dict[str, float] = field(default_factory=dict)  # Σ scores per provider
     provider_positive: dict[str, float] = field(default_factory=dict)  # Σ max(score, 0) per provider
+    prompt: str | None = None
+    response: str | None = None
+    lineage: str | None = None
+    confidence: float | None = None
+    by_checkpoint: dict[str, dict[str, float]] | None = None
 
 
 def to_micros(value: Decimal | str | int | float, where: str) -> int:
@@ -130,3 +145,26 @@ def split_run(
 ) -> list[tuple[str, dict[str, int], str]]:
     """``[(query_id, {provider: micros}, basis)]``; validates every query before returning."""
     return [(q.query_id, *split_query(q, policy, eligible, corpus_share, known)) for q in queries]
+
+
+def split_by_checkpoint(
+    amount: int,
+    provider: str,
+    by_checkpoint: Mapping[str, Mapping[str, float]] | None,
+    weights: Mapping[str, float],
+) -> tuple[dict[str, int], str]:
+    """Split one entry's ``amount`` (micro-units, any sign) across the run's checkpoints, exactly.
+
+    ``measured``: ``part_c ∝ max(by_checkpoint[c][provider], 0)``, each checkpoint's own positive
+    (weighted, normalised) contribution to the provider's score for this query.
+    ``weight_share``: ``part_c ∝ weights[c]`` when nothing was measured or no contribution is > 0.
+    """
+    measured = (
+        {c: Fraction(max(by_checkpoint.get(c, {}).get(provider, 0.0), 0.0)) for c in weights} if by_checkpoint else {}
+    )
+    if measured and sum(measured.values()) > 0:
+        share, basis = measured, "measured"
+    else:
+        share, basis = {c: Fraction(w) for c, w in weights.items()}, "weight_share"
+    sign = -1 if amount < 0 else 1
+    return {c: sign * m for c, m in largest_remainder(abs(amount), share).items()}, basis

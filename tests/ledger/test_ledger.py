@@ -19,6 +19,7 @@ from ledger import (
     make_engine,
     open_ledger,
     post_run,
+    read_view,
     register_checkpoint,
     reverse_run,
     statement,
@@ -27,19 +28,17 @@ from ledger import (
 )
 from tests.ledger.helpers import record, setup_ledger
 
-VIEW_QUERIES = {
-    "v_provider_credit_daily": "SELECT day, provider_id, credit FROM v_provider_credit_daily ORDER BY day, provider_id",
-    "v_provider_credit_by_checkpoint": (
-        "SELECT checkpoint_id, provider_id, credit FROM v_provider_credit_by_checkpoint ORDER BY 1, 2"
-    ),
+VIEW_COLUMNS = {  # the five original views' contract: names and columns
+    "v_provider_credit_daily": ("day, provider_id", ["day", "provider_id", "credit"]),
+    "v_provider_credit_by_checkpoint": ("checkpoint_id, provider_id", ["checkpoint_id", "provider_id", "credit"]),
     "v_query_provider_credit": (
-        "SELECT run_id, query_id, provider_id, score, credit FROM v_query_provider_credit ORDER BY 1, 2, 3"
+        "run_id, query_id, provider_id",
+        ["run_id", "query_id", "provider_id", "score", "credit"],
     ),
-    "v_provider_top_documents": (
-        "SELECT provider_id, doc_id, times_in_topk, total_score FROM v_provider_top_documents ORDER BY 1, 2"
-    ),
+    "v_provider_top_documents": ("provider_id, doc_id", ["provider_id", "doc_id", "times_in_topk", "total_score"]),
     "v_run_summary": (
-        "SELECT run_id, checkpoints, queries, providers_credited, total_credit, status FROM v_run_summary ORDER BY 1"
+        "run_id",
+        ["run_id", "checkpoints", "queries", "providers_credited", "total_credit", "status"],
     ),
 }
 
@@ -52,13 +51,13 @@ def entries(engine):
 
 
 def views(engine) -> dict:
+    """The five original views, read with their declared types (numbers rounded to compare)."""
     out = {}
-    with engine.connect() as c:
-        for name, sql in VIEW_QUERIES.items():
-            out[name] = [
-                tuple(round(float(v), 6) if isinstance(v, float | Decimal) else v for v in r)
-                for r in c.execute(text(sql))
-            ]
+    for name, (order, cols) in VIEW_COLUMNS.items():
+        out[name] = [
+            tuple(round(float(r[c]), 6) if isinstance(r[c], float | Decimal) else r[c] for c in cols)
+            for r in read_view(engine, name, order_by=order)
+        ]
     return out
 
 
@@ -87,7 +86,7 @@ def test_views_are_identical_on_sqlite_and_postgresql(tmp_path, postgres):
         engine = open_ledger(url)
         setup_ledger(engine, checkpoints=("ck1", "ck2"))
         post_run(engine, record())
-        post_run(engine, record(batch="b2", checkpoints=(("ck1", 1.0), ("ck2", 3.0)), day="2026-11-21"))
+        post_run(engine, record(batch="b2", checkpoints=(("ck1", 1.0), ("ck2", 3.0)), day="2026-11-21", prefix="b2-"))
         results.append(views(engine))
         engine.dispose()
     assert results[0] == results[1]
@@ -182,7 +181,7 @@ def test_withdrawn_provider_gets_nothing_for_later_checkpoints(engine):
     rows = [r for r in entries(engine) if r[0] == later.run_id]
     assert "alpha" not in {r[2] for r in rows}
     assert sum(r[3] for r in rows if r[1] == "q1") == 1_000_000  # beta takes q1 whole
-    earlier = post_run(engine, record(batch="b-old"))  # ck1 predates the withdrawal
+    earlier = post_run(engine, record(batch="b-old", prefix="old-"))  # ck1 predates the withdrawal
     assert "alpha" in {r[2] for r in entries(engine) if r[0] == earlier.run_id}
 
 

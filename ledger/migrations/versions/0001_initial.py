@@ -7,7 +7,7 @@ Revises:
 import sqlalchemy as sa
 from alembic import op
 
-from ledger.views import APPEND_ONLY_POSTGRES, APPEND_ONLY_SQLITE, create_views_sql
+from ledger.views import APPEND_ONLY_POSTGRES, APPEND_ONLY_SQLITE, create_views_0001_sql
 
 revision = "0001"
 down_revision = None
@@ -110,5 +110,5 @@ def upgrade() -> None:
     dialect = op.get_bind().dialect.name
     for sql in APPEND_ONLY_POSTGRES if dialect == "postgresql" else APPEND_ONLY_SQLITE:
         op.execute(sql)
-    for sql in create_views_sql():
+    for sql in create_views_0001_sql():
         op.execute(sql)

@@ -1,0 +1,43 @@
+"""The ledger's expected failures: one base, named subclasses (the CLI prints them in one line)."""
+
+from __future__ import annotations
+
+from valuation.errors import DataworthError
+
+
+class LedgerError(DataworthError):
+    """Base of every expected ledger failure: nothing was written."""
+
+
+class PolicyInputError(LedgerError, ValueError):
+    """Inputs a policy or the poster refuses (NaN scores, negative values, unknown providers ...)."""
+
+
+class UnknownRunError(LedgerError):
+    """A run id the ledger does not hold."""
+
+
+class UnknownQueryError(LedgerError):
+    """A query id no run of the ledger valued."""
+
+
+class UnknownProviderError(PolicyInputError):
+    """A provider id the ledger does not hold."""
+
+
+class RunReversedError(LedgerError):
+    """The run was posted then reversed: value the batch again with a new ``RunRecord.revaluation``."""
+
+
+class QueryAlreadyCreditedError(LedgerError):
+    """Queries already credited by another live run; ``credited`` maps query id → that run."""
+
+    def __init__(self, run_id: str, credited: dict[str, str]) -> None:
+        self.run_id = run_id
+        self.credited = dict(sorted(credited.items()))
+        shown = ", ".join(f"{q} (run {r})" for q, r in list(self.credited.items())[:10])
+        more = f" and {len(credited) - 10} more" if len(credited) > 10 else ""
+        super().__init__(
+            f"run {run_id}: {len(credited)} quer{'y' if len(credited) == 1 else 'ies'} already credited by a live run: "
+            f"{shown}{more}; reverse that run first or leave these queries out"
+        )
