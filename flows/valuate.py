@@ -6,6 +6,7 @@ import bisect
 import hashlib
 
 from flows.app import App
+from flows.failpoints import failpoint
 from flows.checkpoint.context import CheckpointContext
 from flows.checkpoint.fit import load_logra, to_device
 from flows.errors import ConfigurationError, NotReadyError
@@ -113,6 +114,7 @@ def score_checkpoint(
         pieces.append((scorer.rows_seen, chunk.columns))
         scorer.update(chunk.vectors.float(), chunk.provider_codes, train_self)
         progress.advance(len(chunk))
+        failpoint("scoring")
     progress.finish()
     res = scorer.result()
     starts = [start for start, _ in pieces]

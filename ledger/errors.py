@@ -10,7 +10,12 @@ class LedgerError(DataworthError):
 
 
 class PolicyInputError(LedgerError, ValueError):
-    """Inputs a policy or the poster refuses (NaN scores, negative values, unknown providers ...)."""
+    """Inputs a policy or the poster refuses (NaN scores, negative values, unknown providers ...).
+    ``query_id``: the query at fault, when one is (the caller may set it aside and post the rest)."""
+
+    def __init__(self, message: str, query_id: str | None = None) -> None:
+        super().__init__(message)
+        self.query_id = query_id
 
 
 class UnknownRunError(LedgerError):

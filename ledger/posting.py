@@ -244,6 +244,12 @@ def _live_credits(conn: Connection, query_ids: Sequence[str]) -> tuple[dict[str,
     return live, releases
 
 
+def live_credits(engine: Engine, query_ids: Iterable[str]) -> dict[str, str]:
+    """``{query: run}`` for the queries among ``query_ids`` that a live run has credited."""
+    with engine.connect() as conn:
+        return _live_credits(conn, list(query_ids))[0]
+
+
 def credited_queries(engine: Engine, query_ids: Iterable[str]) -> set[str]:
     """The queries among ``query_ids`` that a live (posted, not reversed) run has credited."""
     with engine.connect() as conn:

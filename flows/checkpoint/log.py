@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flows.checkpoint.context import CheckpointContext
 from flows.checkpoint.fit import load_logra, to_device
+from flows.failpoints import failpoint
 from flows.progress import NULL, Reporter
 
 
@@ -35,6 +36,7 @@ def log_shard(ctx: CheckpointContext, shard: int, reporter: Reporter = NULL) -> 
                 g,
             )
             progress.advance(len(rows), tokens=int(batch["attention_mask"].sum()))
+            failpoint("logging")
         # The Fisher part is saved before the shard commits: a committed shard always has one.
         ctx.save(fisher_name(shard, s.num_shards), fisher.state_dict())
     progress.finish()

@@ -6,16 +6,9 @@ import itertools
 
 import pytest
 
-from infra.localpg import LocalPostgres
 from ledger import open_ledger
 
 _names = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def postgres():
-    with LocalPostgres() as pg:
-        yield pg
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -8,7 +8,6 @@ import pytest
 from storage import CorpusError, CorpusStore, CorpusValidationError
 from tests.storage.conftest import docs, write_jsonl
 
-
 KEY = "tok-L4"
 
 
