@@ -6,10 +6,10 @@ import bisect
 import hashlib
 
 from flows.app import App
-from flows.failpoints import failpoint
 from flows.checkpoint.context import CheckpointContext
 from flows.checkpoint.fit import load_logra, to_device
 from flows.errors import ConfigurationError, NotReadyError
+from flows.failpoints import failpoint
 from flows.progress import NULL, Reporter
 from flows.scores import CheckpointScores, Valuation
 

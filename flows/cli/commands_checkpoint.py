@@ -10,7 +10,7 @@ import typer
 from flows.cli.context import get_app
 from flows.cli.output import print_rows, say
 
-checkpoint_app = typer.Typer(help="Register and list model checkpoints.", no_args_is_help=True)
+checkpoint_app = typer.Typer(help="Register and list model checkpoints.", no_args_is_help=True, rich_markup_mode=None)
 FormatOpt = Annotated[str, typer.Option("--format", help="table, csv or json")]
 
 

@@ -11,7 +11,7 @@ from flows.cli.context import get_app, settings
 from flows.cli.output import print_rows, say
 
 FormatOpt = Annotated[str, typer.Option("--format", help="table, csv or json")]
-query_app = typer.Typer(help="Queue and inspect the queries to value.", no_args_is_help=True)
+query_app = typer.Typer(help="Queue and inspect the queries to value.", no_args_is_help=True, rich_markup_mode=None)
 
 
 def init() -> None:

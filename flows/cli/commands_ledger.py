@@ -11,8 +11,10 @@ from flows.cli.context import get_app
 from flows.cli.output import print_rows, say
 
 FormatOpt = Annotated[str, typer.Option("--format", help="table, csv or json")]
-provider_app = typer.Typer(help="Provider records: withdrawal, display name.", no_args_is_help=True)
-ledger_app = typer.Typer(help="Ledger integrity.", no_args_is_help=True)
+provider_app = typer.Typer(
+    help="Provider records: withdrawal, display name.", no_args_is_help=True, rich_markup_mode=None
+)
+ledger_app = typer.Typer(help="Ledger integrity.", no_args_is_help=True, rich_markup_mode=None)
 
 
 def credits(fmt: FormatOpt = "table", run: Annotated[str | None, typer.Option(help="one run only")] = None) -> None:

@@ -20,7 +20,11 @@ def run(home: Path, *args: str, timeout: int = 600, **env) -> subprocess.Complet
     environ = {**os.environ, "DATAWORTH_HOME": str(home), **env}
     environ.pop("PREFECT_API_URL", None)
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args], env=environ, cwd=REPO, capture_output=True, text=True,
+        [sys.executable, "-m", "flows.cli", *args],
+        env=environ,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
 
@@ -43,7 +47,7 @@ def one_line_failure(out: subprocess.CompletedProcess, needle: str) -> None:
 def test_usage_errors_print_usage_and_exit_2(tmp_path, args, needle):
     out = run(tmp_path / "home", *args)
     one_line_failure(out, needle)
-    assert "Usage:" in out.stderr
+    assert "Error:" in out.stderr and len(out.stderr.splitlines()) <= 4
 
 
 def test_version_and_help(tmp_path):
@@ -104,7 +108,7 @@ def test_the_cycle_through_the_cli_with_progress_and_markup_ids(tmp_path, world)
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps(d) + "\n" for d in docs))
     settings = ["--k", "4"]
-    toml_overrides = 'num_shards = 2\nbatch_size = 8\nmax_length = 48\nfit_examples = 32\n'
+    toml_overrides = "num_shards = 2\nbatch_size = 8\nmax_length = 48\nfit_examples = 32\n"
     assert run(home, *settings, "init").returncode == 0
     (home / "dataworth.toml").write_text((home / "dataworth.toml").read_text() + toml_overrides)
     out = run(home, *settings, "ingest", str(corpus))

@@ -36,8 +36,12 @@ def spawn(home: Path, db_url: str | None, *args: str, failpoint: str | None = No
     if failpoint:
         env["DATAWORTH_FAILPOINT"] = failpoint
     return subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", *args], env=env, cwd=REPO, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "flows.cli", *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -88,7 +92,9 @@ def credited_exactly_once(app: App, expected: dict[str, str]) -> None:
         )
         runs_per_query = dict(
             conn.execute(
-                text("SELECT query_id, COUNT(DISTINCT run_id) FROM ledger_entry WHERE kind = 'credit' GROUP BY query_id")
+                text(
+                    "SELECT query_id, COUNT(DISTINCT run_id) FROM ledger_entry WHERE kind = 'credit' GROUP BY query_id"
+                )
             ).all()
         )
     doubled = [q for q, n in runs_per_query.items() if n > 1]

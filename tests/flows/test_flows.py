@@ -233,3 +233,79 @@ def test_a_malformed_query_file_is_rejected_and_nothing_is_posted(settings, worl
     )
     assert out.returncode == 2
     assert "row 2, field 'response': missing" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_no_password_reaches_prefect(settings, world):
+    """Flow runs carry settings without credentials; the ledger URL is resolved where they run."""
+    from prefect.client.orchestration import get_client
+
+    secret = "s3cret-pw"
+    url = f"sqlite:///{settings.home / 'ledger.db'}?password={secret}"  # a credential-bearing URL
+    s = settings.replace(db_url=url)
+    App.of(s)  # this process knows the URL; the run's parameters do not
+    flows.ingest_corpus(s.to_params(), str(world["corpus"]))
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(limit=200)
+    assert runs and all(secret not in json.dumps(r.parameters, default=str) for r in runs)
+    assert App.of(App.resolve_params(s.to_params())).settings.db_url == url
+
+
+def test_two_lineages_never_credit_each_others_queries(settings, world):
+    ids = ingest_and_add(settings, world)  # lineage "tiny"
+    app = App.of(settings)
+    other = [dict(q, query_id=f"other-{q['query_id']}") for q in queries_of(world)]
+    path = world["queries"].parent / "other.jsonl"
+    path.write_text("".join(json.dumps(q) + "\n" for q in other))
+    app.queries.add_file(path, "other-model")  # a lineage with no checkpoint
+    app.queries.add_file(world["queries"], "tiny")
+    [run] = flows.valuation_cycle(settings.to_params())
+    assert run["lineage"] == "tiny" and sorted(run["checkpoints"]) == sorted(ids)
+    credited = {q for (q,) in ledger_rows(settings, "SELECT DISTINCT query_id FROM ledger_entry")}
+    assert credited == {q["query_id"] for q in queries_of(world)}
+    assert {r["query_id"] for r in app.queries.pending().to_pylist()} == {q["query_id"] for q in other}
+
+
+def test_a_document_ingested_later_is_valued_by_later_checkpoints_only(settings, world, tmp_path):
+    from flows.checkpoint.register import register
+    from flows.ingest import ingest
+    from flows.pipeline import build_checkpoint
+
+    app = App.of(settings)
+    ingest(app, world["corpus"])
+    first = register(app, world["checkpoints"][0], "tiny", 0).checkpoint_id
+    build_checkpoint(ctx_of(settings, first))
+    late = tmp_path / "late.jsonl"
+    late.write_text(json.dumps({"doc_id": "late-doc", "provider_id": "late-provider", "text": "the harbour"}) + "\n")
+    assert ingest(app, late).version == 2
+    second = register(app, world["checkpoints"][1], "tiny", 1).checkpoint_id
+    build_checkpoint(ctx_of(settings, second))
+    assert (ctx_of(settings, first).corpus_version, ctx_of(settings, second).corpus_version) == (1, 2)
+    assert not any(e.startswith("late-doc") for e in table_ids(settings, first))
+    assert any(e.startswith("late-doc") for e in table_ids(settings, second))
+    assert sorted(table_ids(settings, second)) == sorted(example_ids(settings, second))
+
+
+def test_changing_num_shards_is_refused_and_never_doubles_rows(settings, world):
+    from flows.errors import ConfigurationError
+
+    ids = ingest_and_add(settings, world)  # num_shards = 2
+    before = table_ids(settings, ids[0])
+    wider = settings.replace(num_shards=4)
+    with pytest.raises(ConfigurationError, match="num_shards = 2; this run asks for num_shards = 4"):
+        flows.log_gradients(wider.to_params(), ids[0])
+    assert sorted(table_ids(settings, ids[0])) == sorted(before) and len(before) == len(set(before))
+
+
+def test_a_run_reads_a_pinned_version_that_survives_optimize(settings, world):
+    from datetime import timedelta
+
+    ids = ingest_and_add(settings, world)
+    app = App.of(settings)
+    app.queries.add_file(world["queries"], "tiny")
+    [run] = flows.valuation_cycle(settings.to_params())
+    val = Valuation.load(next((settings.home / "valuations").glob("*.json")))
+    cs = val.per_checkpoint[0]
+    table = ctx_of(settings, cs.checkpoint_id).table()
+    table.optimize(keep_versions_newer_than=timedelta(0))  # compaction + cleanup of every untagged version
+    rows = sum(len(c) for c in table.read(version=cs.version))
+    assert rows == cs.examples and cs.tag and run["run_id"] and ids

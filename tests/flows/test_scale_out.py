@@ -23,8 +23,13 @@ import numpy as np
 import pytest
 import torch
 
-from flows import steps
-from flows.settings import load_settings
+from flows.app import App
+from flows.checkpoint.context import CheckpointContext
+from flows.checkpoint.log import fisher_name
+from flows.checkpoint.register import register
+from flows.config import load_settings
+from flows.ingest import ingest
+from flows.pipeline import build_checkpoint, valuation_cycle
 from infra.local_services import wait_for
 from valuation import ProjectedFisher
 
@@ -67,19 +72,18 @@ def snapshot(settings, checkpoint_id: str) -> dict:
     """Vectors by example id, the merged shard Fishers, the ledger entries."""
     from sqlalchemy import text
 
-    ck = steps.checkpoint_row(settings, checkpoint_id)
-    table = steps.gradient_table(settings, ck)
+    ctx = CheckpointContext(App.of(settings), checkpoint_id)
+    table = ctx.table()
     vectors: dict[str, np.ndarray] = {}
     for chunk in table.read():
         for e, v in zip(chunk.example_ids, chunk.vectors.float().numpy(), strict=True):
             assert e not in vectors, f"example {e} stored twice"
             vectors[e] = v.copy()
     fisher = ProjectedFisher(table.layout)
-    arts = steps.Stores(settings).artifacts
     for shard in range(settings.num_shards):
-        state, _ = arts.load(checkpoint_id, settings.config_hash(), f"fisher-{shard}-of-{settings.num_shards}")
+        state, _ = ctx.load(fisher_name(shard, settings.num_shards))
         fisher.merge(ProjectedFisher.from_state_dict(table.layout, state))
-    with steps.Stores(settings).ledger().connect() as c:
+    with ctx.app.ledger.connect() as c:
         entries = c.execute(
             text("SELECT provider_id, query_id, amount_micros, kind FROM ledger_entry ORDER BY provider_id, query_id")
         ).all()
@@ -97,14 +101,12 @@ def single_process(world, tmp_path_factory) -> dict:
     """The reference: the same steps one after another in this process (SQLite ledger, local store)."""
     home = tmp_path_factory.mktemp("single")
     s = load_settings(home=str(home), num_shards=NUM_SHARDS, **VALUATION)
-    steps.ingest(s, world["corpus"], world["checkpoints"][-1])
-    ck = steps.register(s, world["checkpoints"][-1], "default", 1).checkpoint_id
-    steps.fit(s, ck)
-    for shard in range(NUM_SHARDS):
-        steps.log_shard(s, ck, shard, NUM_SHARDS)
-    steps.finalize(s, ck, NUM_SHARDS)
-    steps.Stores(s).queries.add_file(world["queries"])
-    steps.post_credits(s, steps.value_queries(s, steps.checkpoint_set(s)), None)
+    app = App.of(s)
+    ingest(app, world["corpus"])
+    ck = register(app, world["checkpoints"][-1], "default", 1).checkpoint_id
+    build_checkpoint(CheckpointContext(app, ck))
+    app.queries.add_file(world["queries"], "default")
+    valuation_cycle(app)
     return {"checkpoint": ck, **snapshot(s, ck)}
 
 
@@ -138,7 +140,7 @@ def run_on_cluster(cluster, world, tmp_path: Path, db: str, store_env: dict, kil
         "PYTHONPATH": str(REPO),
     }
     pool = f"{POOL}-{db}"
-    dataworth(env, "ingest", str(world["corpus"]), "--tokenizer", str(world["checkpoints"][-1]))
+    dataworth(env, "ingest", str(world["corpus"]))
     dataworth(env, "deploy", "--pool", pool, "--gpu-slots", "4", "--heartbeat-timeout", "60")
     assert deployed_objects(env, pool) == {"gpu_limit": 4, "pool_type": "process", "zombie_automation": 1}
     # Each worker takes at most 2 runs at once, so both get shards.
@@ -154,10 +156,14 @@ def run_on_cluster(cluster, world, tmp_path: Path, db: str, store_env: dict, kil
         killed = None
         if kill_one:
             killed = kill_a_shard_worker(workers)
+            # As an operator (or an autoscaler) would: a new worker replaces the dead one. Without it
+            # the survivor, one of whose slots holds the parent run, logs the remaining shards one
+            # at a time, each a fresh process: that, not a stuck run, is what overran 600 s here.
+            replacement = ProcessWorker(pool, "worker-3", env, REPO, limit=2)
+            replacement.__enter__()
+            workers.append(replacement)
         with environ(env):
-            wait_for(
-                lambda: _finalized(settings), 600, "on_new_checkpoint (event-triggered) to finalize the checkpoint"
-            )
+            wait_while_progressing(settings, "on_new_checkpoint (event-triggered) to finalize the checkpoint")
         checkpoint_seconds = time.time() - started
         dataworth(env, "query", "add", str(world["queries"]))
         cycle = ["deployment", "run", "valuation_cycle/dataworth-valuation-cycle", "--watch"]
@@ -166,7 +172,7 @@ def run_on_cluster(cluster, world, tmp_path: Path, db: str, store_env: dict, kil
         )
         assert out.returncode == 0, out.stdout + out.stderr
         with environ(env):
-            ck = steps.list_checkpoints(settings)[-1].checkpoint_id
+            ck = App.of(settings).checkpoints()[-1].checkpoint_id
             snap = {"checkpoint": ck, "seconds": checkpoint_seconds, "killed": killed, **snapshot(settings, ck)}
         snap["shard_runs"] = shard_run_states(env, pool)
         print(f"\n{db}: checkpoint add → finalized in {checkpoint_seconds:.1f} s; shard runs {snap['shard_runs']}")
@@ -188,11 +194,35 @@ def environ(env: dict):
         os.environ.update(saved)
 
 
-def _finalized(settings) -> bool:
+def _progress(settings) -> tuple[bool, int]:
+    """(finalized, committed shards) of the home's checkpoint, as far as can be read now."""
     try:
-        return any(steps.is_finalized(settings, c.checkpoint_id) for c in steps.list_checkpoints(settings))
+        app = App.of(settings)
+        for c in app.checkpoints():
+            ctx = CheckpointContext(app, c.checkpoint_id)
+            if ctx.finalized:
+                return True, NUM_SHARDS
+            return False, len(ctx.table().committed_shards()) if ctx.has_table() else 0
     except Exception:
-        return False
+        pass
+    return False, 0
+
+
+def wait_while_progressing(settings, what: str, stall: float = 420, cap: float = 1500) -> None:
+    """Wait for the checkpoint to finalize; fail when no shard committed for ``stall`` seconds
+    (a stuck run), not after a fixed time (a busy machine makes every shard process slower)."""
+    start = last_change = time.time()
+    seen = -1
+    while time.time() - start < cap:
+        done, shards = _progress(settings)
+        if done:
+            return
+        if shards != seen:
+            seen, last_change = shards, time.time()
+        if time.time() - last_change > stall:
+            raise AssertionError(f"waited for {what}: no shard committed for {stall:.0f} s ({seen} committed)")
+        time.sleep(2)
+    raise AssertionError(f"waited {cap:.0f} s for {what} ({seen} shards committed)")
 
 
 def kill_a_shard_worker(workers) -> str:
