@@ -31,17 +31,13 @@ class Coverage:
         }
 
 
-def verify_coverage(ctx: CheckpointContext) -> Coverage:
-    """The table's example ids equal the pinned version's (counts and ids); refused otherwise."""
-    table = ctx.table()
+def verify_coverage(ctx: CheckpointContext, got: list[str]) -> Coverage:
+    """The table's example ids (``got``) equal the pinned version's (counts and ids); refused otherwise."""
     expected = {
         e
         for rb in ctx.app.corpus.iter_examples(ctx.tokenizer_key, ctx.corpus_version, columns=["example_id"])
         for e in rb.column("example_id").to_pylist()
     }
-    got: list[str] = []
-    for chunk in table.read(chunk_rows=ctx.app.settings.chunk_rows):
-        got.extend(chunk.example_ids)
     extra, missing = set(got) - expected, expected - set(got)
     if len(got) != len(set(got)) or extra or missing:
         raise CoverageMismatchError(
@@ -53,7 +49,9 @@ def verify_coverage(ctx: CheckpointContext) -> Coverage:
 
 
 def finalize(ctx: CheckpointContext, reporter: Reporter = NULL) -> str:
-    """Saves the ``preconditioner`` artifact (returns its digest)."""
+    """Saves the ``preconditioner`` artifact (returns its digest). One pass over the table computes
+    every example's self-influence and collects the ids that the coverage check compares with the
+    pinned corpus version; a table that does not match is refused (nothing is finalized)."""
     import torch
 
     from valuation import ProjectedFisher, self_influence
@@ -63,13 +61,13 @@ def finalize(ctx: CheckpointContext, reporter: Reporter = NULL) -> str:
     if missing:
         raise NotReadyError(f"checkpoint {ctx.checkpoint_id[:16]}: shards {missing} are not logged yet")
     table = ctx.table()
-    coverage = verify_coverage(ctx)
     fisher = ProjectedFisher(table.layout)
     for shard in range(s.num_shards):
         state, _ = ctx.load(fisher_name(shard, s.num_shards))
         fisher.merge(ProjectedFisher.from_state_dict(table.layout, state))
     pre = fisher.preconditioner(damping_ratio=s.damping_ratio)
-    progress = reporter.task("self-influence", coverage.rows)
+    progress = reporter.task("self-influence", fisher.count)
+    all_ids: list[str] = []
     for shard in range(s.num_shards):
         ids, values = [], []
         for chunk in table.read(chunk_rows=s.chunk_rows, shards=[shard]):
@@ -78,7 +76,9 @@ def finalize(ctx: CheckpointContext, reporter: Reporter = NULL) -> str:
             progress.advance(len(chunk.example_ids))
         if ids:
             table.write_self_influence(ids, [shard] * len(ids), torch.cat(values).numpy())
+        all_ids.extend(ids)
     progress.finish()
+    coverage = verify_coverage(ctx, all_ids)
     table.optimize()
     state = {**pre.state_dict(), "count": torch.tensor(fisher.count)}
     extra = {

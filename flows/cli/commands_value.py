@@ -46,7 +46,11 @@ def value(
     which: str | list[str] = (
         checkpoints if checkpoints in ("latest", "all") or checkpoints.isdigit() else checkpoints.split(",")
     )
-    by_id = parse_weights(weights, [c.checkpoint_id for c in app.checkpoints()])
+    registered = [c.checkpoint_id for c in app.checkpoints()]
+    if isinstance(which, list):
+        for prefix in which:
+            app.checkpoint(prefix)  # an unknown id is named now, not after scoring
+    by_id = parse_weights(weights, registered)
     with live_progress():
         if orchestrated():
             from flows.flows import valuation_cycle as cycle_flow
