@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.context import get_app
+from flows.cli.context import get_app, require_home
 from flows.cli.output import print_rows, say
 from flows.errors import ConfigurationError
 
@@ -37,6 +37,7 @@ def value(
     lineage: Annotated[str | None, typer.Option(help="only this lineage's queries (default: every lineage)")] = None,
 ) -> None:
     """Value the pending queries against their lineage's checkpoint set and post the credits."""
+    require_home()
     from flows.cli.live import live_progress
     from flows.pipeline import orchestrated, valuation_cycle
     from flows.progress import reporter_for_run
