@@ -99,7 +99,7 @@ def generate(args: FactSuiteArguments) -> tuple[list[dict], list[dict]]:
     docs: list[dict] = []
     queries: list[dict] = []
     for e in entity_names(args.entities, rng):
-        for attr, (values, templates, (question, answer)) in ATTRIBUTES.items():
+        for values, templates, (question, answer) in ATTRIBUTES.values():
             v = rng.choice(values)
             provider = rng.choices(PROVIDERS, PROVIDER_WEIGHTS)[0]
             fact = len(queries)
