@@ -1,6 +1,7 @@
 """Provider-level ground truth on the demo corpus: exact Shapley values vs the ledger's credit.
 
-    PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.shapley --seeds 2 [--workers 1] [--docs-per-provider 60]
+    PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.shapley --seeds 2 [--workers 1] \
+        [--docs-per-provider 60 --fact-repeats 6]
 
 Retrains the demo recipe (``flows.demo.model``) on every coalition of the 6 providers (64
 coalitions × seeds; the empty coalition is the untrained model of that seed), utility = minus each
@@ -89,17 +90,25 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--docs-per-provider", type=int, default=60)
+    parser.add_argument("--fact-repeats", type=int, default=6)
     parser.add_argument("--ground-truth-only", action="store_true")
     parser.add_argument("--method", action="append", help="only these LM-suite methods (repeatable)")
     parser.add_argument("--out", type=Path, default=OUT)
     a = parser.parse_args()
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // max(1, a.workers)))
     args = LMSuiteArguments()
-    if a.docs_per_provider != args.docs_per_provider:
-        args = replace(args, docs_per_provider=a.docs_per_provider)
-    name = f"shapley-{a.docs_per_provider}"
+    if (a.docs_per_provider, a.fact_repeats) != (args.docs_per_provider, args.fact_repeats):
+        # Reduced corpus: held-out documents two with a planted fact and two without, as in the full one.
+        without = 3 * a.fact_repeats + 2
+        args = replace(
+            args,
+            docs_per_provider=a.docs_per_provider,
+            fact_repeats=a.fact_repeats,
+            heldout_indices=(0, 1, without, without + 1),
+        )
+    name = f"shapley-{a.docs_per_provider}x{a.fact_repeats}"
     t0 = time.time()
-    suite = ShapleySuite(LMSuite(args, a.out / ("lm" if a.docs_per_provider == 60 else f"lm-{a.docs_per_provider}")))
+    suite = ShapleySuite(LMSuite(args, a.out / ("lm" if name == "shapley-60x6" else f"lm-{name}")))
     done = [0]
 
     def progress(n: int) -> None:

@@ -1,0 +1,170 @@
+"""Each fidelity lever on the demo GPT-2: planted facts (final checkpoint, checkpoint set) and, when
+the provider Shapley ground truth of the same corpus exists, agreement with it.
+
+    PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.levers_lm [--docs-per-provider 24 --fact-repeats 3]
+
+The demo recipe (``flows.demo.model``) is run once on the whole corpus with every checkpoint saved
+the way Hugging Face Trainer saves one: ``optimizer.pt`` (AdamW state, parameter names recorded)
+and ``trainer_state.json`` (``log_history`` with the learning rate of every step), so the
+optimizer lever and the trajectory weights read what a real training run leaves behind.
+Writes ``benchmarks/accuracy/out/levers-lm-<corpus>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from benchmarks.accuracy.levers import LeverConfig, lever_scores, paired
+from benchmarks.accuracy.lm import OUT, LMSuite, LMSuiteArguments
+from valuation import default_lm_loss
+from valuation.combine import checkpoint_weights, combine_score_matrices
+from valuation.evaluate import planted_accuracy, provider_credit, shapley_agreement
+from valuation.optimizer import load_hf_optimizer_state
+
+
+@contextmanager
+def hf_style_checkpoints() -> Iterator[None]:
+    """While active, ``torch.optim.AdamW`` records its learning rate per step and every
+    ``save_pretrained`` also writes ``optimizer.pt`` and ``trainer_state.json`` beside the weights."""
+    from transformers import PreTrainedModel
+
+    recorded: dict = {}
+    original_adamw, original_save = torch.optim.AdamW, PreTrainedModel.save_pretrained
+
+    class RecordingAdamW(original_adamw):
+        def __init__(self, params, *args, **kwargs):
+            super().__init__(params, *args, **kwargs)
+            recorded.update(opt=self, log=[])
+
+        def step(self, closure=None):
+            out = super().step(closure)
+            recorded["log"].append({"step": len(recorded["log"]) + 1, "learning_rate": self.param_groups[0]["lr"]})
+            return out
+
+    def save(self, path, *args, **kwargs):
+        original_save(self, path, *args, **kwargs)
+        if "opt" in recorded:
+            state = recorded["opt"].state_dict()
+            state["param_groups"][0]["param_names"] = [n for n, _ in self.named_parameters()]
+            torch.save(state, Path(path) / "optimizer.pt")
+            blob = {"global_step": len(recorded["log"]), "log_history": list(recorded["log"])}
+            (Path(path) / "trainer_state.json").write_text(json.dumps(blob))
+
+    torch.optim.AdamW, PreTrainedModel.save_pretrained = RecordingAdamW, save
+    try:
+        yield
+    finally:
+        torch.optim.AdamW, PreTrainedModel.save_pretrained = original_adamw, original_save
+
+
+CONFIGS = [
+    LeverConfig(),
+    LeverConfig(optimizer=True),
+    LeverConfig(fisher="sampled"),
+    LeverConfig(mix_alpha=0.1),
+    LeverConfig(mix_alpha=0.5),
+    LeverConfig(mode="cosine"),
+    LeverConfig(damping_rule="effective_rank", damping=0.25),
+    LeverConfig(optimizer=True, mode="cosine"),
+    LeverConfig(optimizer=True, mix_alpha=0.5, mode="cosine"),
+    LeverConfig(k=64),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--docs-per-provider", type=int, default=60)
+    parser.add_argument("--fact-repeats", type=int, default=6)
+    parser.add_argument("--out", type=Path, default=OUT)
+    a = parser.parse_args()
+    torch.set_num_threads(2)
+    t0 = time.time()
+    args = LMSuiteArguments()
+    name = f"{a.docs_per_provider}x{a.fact_repeats}"
+    if name != "60x6":
+        without = 3 * a.fact_repeats + 2
+        args = replace(
+            args,
+            docs_per_provider=a.docs_per_provider,
+            fact_repeats=a.fact_repeats,
+            heldout_indices=(0, 1, without, without + 1),
+        )
+    suite = LMSuite(args, a.out / f"levers-lm-{name}")
+    run_dir = suite.workdir / "full-seed0-hf"
+    paths = sorted(run_dir.glob("step-*"))
+    if len(paths) != args.recipe.checkpoints or not all((p / "optimizer.pt").exists() for p in paths):
+        with hf_style_checkpoints():
+            paths = suite.train(torch.ones(suite.n_train, dtype=torch.bool), 0, run_dir)
+    steps = [int(p.name.split("-")[1]) for p in paths]
+    weights = checkpoint_weights(paths[-1] / "trainer_state.json", steps)
+    print("checkpoints", steps, "learning-rate weights", [round(w, 3) for w in weights], flush=True)
+    per_ck: dict[str, list[torch.Tensor]] = {}
+    for path in paths:
+        model = suite.load(path)
+        moments = load_hf_optimizer_state(model, path)
+        for cfg in CONFIGS:
+            per_ck.setdefault(cfg.label(), []).append(
+                lever_scores(
+                    model,
+                    suite.train_batches,
+                    suite.query_batches,
+                    default_lm_loss,
+                    cfg,
+                    "lm",
+                    second_moments=moments,
+                    owner=suite.owner,
+                    n_train=suite.n_train,
+                )
+            )
+            print(path.name, cfg.label(), f"{time.time() - t0:.0f} s", flush=True)
+    methods: dict[str, torch.Tensor] = {}
+    for label, scores in per_ck.items():
+        methods[f"{label}, final checkpoint"] = scores[-1]
+        methods[f"{label}, set normalised"] = combine_score_matrices(scores, normalise=True)
+        methods[f"{label}, set normalised, lr-weighted"] = combine_score_matrices(scores, weights, normalise=True)
+        methods[f"{label}, first checkpoint"] = scores[0]
+    from valuation.baselines import tfidf_similarity
+    from valuation.lexical import bm25_scores
+
+    methods["TF-IDF, character 3-5-grams"] = tfidf_similarity(suite.query_texts, suite.texts)
+    methods["BM25"] = bm25_scores(suite.query_texts, suite.texts)
+    torch.save({"scores": methods, "weights": weights}, suite.workdir / "lever-scores.pt")
+    shapley_path = a.out / f"shapley-{name}.pt"
+    shapley = torch.load(shapley_path)["values"] if shapley_path.exists() else None
+    n_p = len(suite.providers)
+    report: dict = {"corpus": name, "weights": weights, "methods": {}}
+    for label, s in methods.items():
+        entry: dict = {}
+        for policy in ("topk_share", "sum"):
+            credit = provider_credit(s[suite.fact_queries], suite.groups, n_p, policy)
+            entry[f"planted {policy}"] = planted_accuracy(credit, suite.fact_truth)["accuracy"]
+            if shapley is not None:
+                entry[f"shapley {policy}"] = shapley_agreement(provider_credit(s, suite.groups, n_p, policy), shapley)
+        report["methods"][label] = entry
+    if shapley is not None:
+        base = report["methods"][f"{LeverConfig().label()}, set normalised"]
+        for entry in report["methods"].values():
+            for policy in ("topk_share", "sum"):
+                entry[f"shapley {policy}"]["l1 vs default set"] = paired(
+                    entry[f"shapley {policy}"]["per_query_l1"], base[f"shapley {policy}"]["per_query_l1"]
+                )
+    report["seconds"] = time.time() - t0
+    (a.out / f"levers-lm-{name}.json").write_text(json.dumps(report, indent=2))
+    for label, e in report["methods"].items():
+        line = f"{label:75s} planted {e['planted topk_share']:.3f} / sum {e['planted sum']:.3f}"
+        if shapley is not None:
+            r = e["shapley topk_share"]
+            line += f"  shapley L1 {r['l1']['mean']:.3f} top1 {r['top1']['mean']:.3f}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
