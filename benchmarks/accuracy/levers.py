@@ -47,6 +47,17 @@ class LeverConfig:
         return ", ".join(parts)
 
 
+SINGLE_LEVERS = (  # the default, then each lever alone
+    LeverConfig(),
+    LeverConfig(optimizer=True),
+    LeverConfig(fisher="sampled"),
+    LeverConfig(mix_alpha=0.1),
+    LeverConfig(mix_alpha=0.5),
+    LeverConfig(mode="cosine"),
+    LeverConfig(damping_rule="effective_rank", damping=0.25),
+)
+
+
 def lever_scores(
     model: nn.Module,
     train_batches: Sequence[Any],

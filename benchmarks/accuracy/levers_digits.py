@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.accuracy.digits_task import load, loss_fn, margins, train, train_with_optimizer
-from benchmarks.accuracy.levers import LeverConfig, lever_scores, paired
+from benchmarks.accuracy.levers import SINGLE_LEVERS, LeverConfig, lever_scores, paired
 from valuation.baselines import exact_influence
 from valuation.evaluate import ground_truth, lds, sample_subsets
 from valuation.optimizer import adam_second_moments
@@ -25,13 +25,7 @@ from valuation.optimizer import adam_second_moments
 OUT = Path(__file__).resolve().parent / "out"
 
 CONFIGS = [
-    LeverConfig(),
-    LeverConfig(optimizer=True),
-    LeverConfig(fisher="sampled"),
-    LeverConfig(mix_alpha=0.1),
-    LeverConfig(mix_alpha=0.5),
-    LeverConfig(mode="cosine"),
-    LeverConfig(damping_rule="effective_rank", damping=0.25),
+    *SINGLE_LEVERS,
     LeverConfig(damping_rule="effective_rank", damping=0.5),
     LeverConfig(damping_rule="effective_rank", damping=0.75),
     LeverConfig(damping_rule="quantile", damping=0.5),

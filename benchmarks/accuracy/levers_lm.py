@@ -17,12 +17,11 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from benchmarks.accuracy.levers import LeverConfig, lever_scores, paired
+from benchmarks.accuracy.levers import SINGLE_LEVERS, LeverConfig, lever_scores, paired
 from benchmarks.accuracy.lm import OUT, LMSuite, LMSuiteArguments
 from valuation import default_lm_loss
 from valuation.combine import checkpoint_weights, combine_score_matrices
@@ -66,13 +65,7 @@ def hf_style_checkpoints() -> Iterator[None]:
 
 
 CONFIGS = [
-    LeverConfig(),
-    LeverConfig(optimizer=True),
-    LeverConfig(fisher="sampled"),
-    LeverConfig(mix_alpha=0.1),
-    LeverConfig(mix_alpha=0.5),
-    LeverConfig(mode="cosine"),
-    LeverConfig(damping_rule="effective_rank", damping=0.25),
+    *SINGLE_LEVERS,
     LeverConfig(optimizer=True, mode="cosine"),
     LeverConfig(optimizer=True, mix_alpha=0.5, mode="cosine"),
     LeverConfig(k=64),
@@ -87,16 +80,8 @@ def main() -> None:
     a = parser.parse_args()
     torch.set_num_threads(2)
     t0 = time.time()
-    args = LMSuiteArguments()
+    args = LMSuiteArguments.sized(a.docs_per_provider, a.fact_repeats)
     name = f"{a.docs_per_provider}x{a.fact_repeats}"
-    if name != "60x6":
-        without = 3 * a.fact_repeats + 2
-        args = replace(
-            args,
-            docs_per_provider=a.docs_per_provider,
-            fact_repeats=a.fact_repeats,
-            heldout_indices=(0, 1, without, without + 1),
-        )
     suite = LMSuite(args, a.out / f"levers-lm-{name}")
     run_dir = suite.workdir / "full-seed0-hf"
     paths = sorted(run_dir.glob("step-*"))

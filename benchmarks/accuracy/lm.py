@@ -60,6 +60,15 @@ class LMSuiteArguments:
     ks: tuple[int, ...] = (8, 16, 32, 64)
 
     @classmethod
+    def sized(cls, docs_per_provider: int = 60, fact_repeats: int = 6) -> LMSuiteArguments:
+        """The demo corpus at another size (the demo's at the defaults); held-out documents are
+        two with a planted fact and two without, as in the full one."""
+        if (docs_per_provider, fact_repeats) == (cls.docs_per_provider, cls.fact_repeats):
+            return cls()
+        without = 3 * fact_repeats + 2
+        return cls(docs_per_provider, fact_repeats, (0, 1, without, without + 1))
+
+    @classmethod
     def smoke(cls) -> LMSuiteArguments:
         recipe = TrainArguments(
             vocab_size=300, n_layer=1, n_embd=32, n_head=2, max_length=384, epochs=3, batch_size=8, checkpoints=2

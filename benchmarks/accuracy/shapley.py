@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -96,16 +95,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     a = parser.parse_args()
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // max(1, a.workers)))
-    args = LMSuiteArguments()
-    if (a.docs_per_provider, a.fact_repeats) != (args.docs_per_provider, args.fact_repeats):
-        # Reduced corpus: held-out documents two with a planted fact and two without, as in the full one.
-        without = 3 * a.fact_repeats + 2
-        args = replace(
-            args,
-            docs_per_provider=a.docs_per_provider,
-            fact_repeats=a.fact_repeats,
-            heldout_indices=(0, 1, without, without + 1),
-        )
+    args = LMSuiteArguments.sized(a.docs_per_provider, a.fact_repeats)
     name = f"shapley-{a.docs_per_provider}x{a.fact_repeats}"
     t0 = time.time()
     suite = ShapleySuite(LMSuite(args, a.out / ("lm" if name == "shapley-60x6" else f"lm-{name}")))
