@@ -13,12 +13,22 @@
 
 from valuation.batching import pad_batch, query_batch
 from valuation.capture import GradientCapture
+from valuation.combine import checkpoint_weights, combine_checkpoints, combine_score_matrices
 from valuation.config import LoGraConfig, ScoreConfig
 from valuation.device import default_device
-from valuation.fisher import Preconditioner, ProjectedFisher, layout_dim, layout_slices
+from valuation.fisher import (
+    Preconditioner,
+    ProjectedFisher,
+    layout_dim,
+    layout_slices,
+    mixed_fisher,
+    spectral_damping,
+)
+from valuation.lexical import BM25, bm25_scores
 from valuation.logra import LoGra, top_eigenvectors
-from valuation.loss import IGNORE_INDEX, default_lm_loss, labels_from_batch, lm_loss
+from valuation.loss import IGNORE_INDEX, SampledLabelLoss, default_lm_loss, labels_from_batch, lm_loss
 from valuation.modules import WatchedModule, find_watched_modules
+from valuation.optimizer import OptimizerStateError, factored_scales, load_hf_optimizer_state
 from valuation.scoring import (
     MODES,
     StreamingScorer,
@@ -29,28 +39,39 @@ from valuation.scoring import (
 )
 
 __all__ = [
+    "BM25",
     "IGNORE_INDEX",
     "MODES",
     "GradientCapture",
     "LoGra",
     "LoGraConfig",
+    "OptimizerStateError",
     "Preconditioner",
     "ProjectedFisher",
+    "SampledLabelLoss",
     "ScoreConfig",
     "StreamResult",
     "StreamingScorer",
     "WatchedModule",
+    "bm25_scores",
+    "checkpoint_weights",
+    "combine_checkpoints",
+    "combine_score_matrices",
     "default_device",
     "default_lm_loss",
+    "factored_scales",
     "find_watched_modules",
     "influence_scores",
     "labels_from_batch",
     "layout_dim",
     "layout_slices",
     "lm_loss",
+    "load_hf_optimizer_state",
+    "mixed_fisher",
     "pad_batch",
     "query_batch",
     "score_stream",
     "self_influence",
+    "spectral_damping",
     "top_eigenvectors",
 ]
