@@ -146,12 +146,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs-per-provider", type=int, default=60)
     parser.add_argument("--fact-repeats", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=24, help="of the demo recipe (24)")
     parser.add_argument("--out", type=Path, default=OUT)
     a = parser.parse_args()
     torch.set_num_threads(1)
     t0 = time.time()
-    args = LMSuiteArguments.sized(a.docs_per_provider, a.fact_repeats)
-    name = f"{a.docs_per_provider}x{a.fact_repeats}"
+    args = LMSuiteArguments.sized(a.docs_per_provider, a.fact_repeats, a.epochs)
+    name = f"{a.docs_per_provider}x{a.fact_repeats}" + ("" if a.epochs == 24 else f"-e{a.epochs}")
     suite = LMSuite(args, a.out / f"levers-lm-{name}")
     run_dir = suite.workdir / "full-seed0-hf"
     paths = sorted(run_dir.glob("step-*"))

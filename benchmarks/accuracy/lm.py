@@ -60,13 +60,14 @@ class LMSuiteArguments:
     ks: tuple[int, ...] = (8, 16, 32, 64)
 
     @classmethod
-    def sized(cls, docs_per_provider: int = 60, fact_repeats: int = 6) -> LMSuiteArguments:
-        """The demo corpus at another size (the demo's at the defaults); held-out documents are
-        two with a planted fact and two without, as in the full one."""
+    def sized(cls, docs_per_provider: int = 60, fact_repeats: int = 6, epochs: int | None = None) -> LMSuiteArguments:
+        """The demo corpus at another size and the recipe with ``epochs`` (the demo's at the
+        defaults); held-out documents are two with a planted fact and two without, as in the full one."""
+        recipe = TrainArguments() if epochs is None else TrainArguments(epochs=epochs)
         if (docs_per_provider, fact_repeats) == (cls.docs_per_provider, cls.fact_repeats):
-            return cls()
+            return cls(recipe=recipe)
         without = 3 * fact_repeats + 2
-        return cls(docs_per_provider, fact_repeats, (0, 1, without, without + 1))
+        return cls(docs_per_provider, fact_repeats, (0, 1, without, without + 1), recipe)
 
     @classmethod
     def smoke(cls) -> LMSuiteArguments:

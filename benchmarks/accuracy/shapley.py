@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -39,15 +38,25 @@ class ShapleySuite:
             return self.suite.train_model(mask, seed)
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        torch.manual_seed(seed)  # the recipe's initialisation, before any step
-        config = GPT2Config.from_pretrained(self.suite.full_checkpoints()[0])
+        # The empty coalition: the recipe's model before any step (its seed, its configuration).
+        r, tok = self.suite.args.recipe, self.suite.tokenizer
+        torch.manual_seed(seed)
+        config = GPT2Config(
+            vocab_size=len(tok),
+            n_positions=r.max_length,
+            n_embd=r.n_embd,
+            n_layer=r.n_layer,
+            n_head=r.n_head,
+            bos_token_id=tok.eos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
         return GPT2LMHeadModel(config).eval()
 
     def key(self) -> str:
         return "shapley-" + self.suite.ground_truth_key()
 
     def shapley(self, seeds: int, workers: int, cache: Path, progress=None):
-        self.suite.full_checkpoints()  # trained once before forking workers
         return provider_shapley(
             self.train_fn,
             self.suite.measure,
@@ -90,13 +99,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--docs-per-provider", type=int, default=60)
     parser.add_argument("--fact-repeats", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=24, help="of the demo recipe (24)")
     parser.add_argument("--ground-truth-only", action="store_true")
     parser.add_argument("--method", action="append", help="only these LM-suite methods (repeatable)")
     parser.add_argument("--out", type=Path, default=OUT)
     a = parser.parse_args()
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) // max(1, a.workers)))
-    args = LMSuiteArguments.sized(a.docs_per_provider, a.fact_repeats)
-    name = f"shapley-{a.docs_per_provider}x{a.fact_repeats}"
+    torch.set_num_threads(1)  # more threads spin-wait on a busy machine
+    args = LMSuiteArguments.sized(a.docs_per_provider, a.fact_repeats, a.epochs)
+    name = f"shapley-{a.docs_per_provider}x{a.fact_repeats}" + ("" if a.epochs == 24 else f"-e{a.epochs}")
     t0 = time.time()
     suite = ShapleySuite(LMSuite(args, a.out / ("lm" if name == "shapley-60x6" else f"lm-{name}")))
     done = [0]
