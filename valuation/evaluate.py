@@ -278,7 +278,9 @@ class EvalTask:
     ``train_fn(mask, seed)`` retrains on the ``(n_train,)`` bool mask; ``measure_fn(model)``
     gives ``(n_query,)`` measurements (higher = better); ``score_methods(names)`` returns
     ``{method name: scores (n_query, n_train)}`` (all methods when ``names`` is None);
-    ``query_groups`` names subsets of queries to report separately (indices).
+    ``query_groups`` names subsets of queries to report separately (indices); ``providers``
+    ``(n_train,)`` holds each train example's provider code (for provider Shapley; ``train_fn``
+    must then accept an all-False mask).
     """
 
     name: str
@@ -287,6 +289,7 @@ class EvalTask:
     measure_fn: MeasureFn
     score_methods: Callable[[Sequence[str] | None], dict[str, torch.Tensor]]
     query_groups: dict[str, list[int]] | None = None
+    providers: torch.Tensor | None = None
 
 
 @dataclass
@@ -507,3 +510,63 @@ def tail_patch_check(
         top[q] = tail_patch(model, loss_fn, measure_fn, batch_of(best), lr)[q]
         rand[q] = tail_patch(model, loss_fn, measure_fn, batch_of(drawn), lr)[q]
     return TailPatchResult(top, rand)
+
+
+@dataclass
+class ShapleyArguments:
+    """Provider Shapley ground truth: every coalition retrained with seeds ``0..seeds-1``; credit
+    per method under each crediting ``policy`` (:func:`provider_credit`)."""
+
+    seeds: int = 2
+    workers: int = 1
+    cache_dir: str | Path | None = None
+    policies: tuple[str, ...] = ("topk_share", "positive_share", "sum")
+    topk: int = 10
+
+
+def evaluate_provider_shapley(
+    task: EvalTask,
+    args: ShapleyArguments,
+    methods: Sequence[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Agreement of every method's provider credit with exact provider Shapley values, beside
+    pro-rata credit; per query group; JSON-ready."""
+    if task.providers is None:
+        raise ValueError(f"task {task.name!r} has no providers: set EvalTask.providers to use provider Shapley")
+    providers = torch.as_tensor(task.providers, dtype=torch.long)
+    n_providers = int(providers.max()) + 1
+    res = provider_shapley(
+        task.train_fn,
+        task.measure_fn,
+        providers,
+        n_providers,
+        range(args.seeds),
+        args.cache_dir,
+        f"{task.name}-shapley",
+        progress,
+        args.workers,
+    )
+    groups = {"all": None, **(task.query_groups or {})}
+    n_query = res.values.shape[0]
+    report: dict = {
+        "task": task.name,
+        "seeds": args.seeds,
+        "providers": n_providers,
+        "shapley": res.values.tolist(),
+        "seed_agreement": shapley_agreement(res.per_seed[0], res.per_seed[-1]) if args.seeds > 1 else None,
+        "pro-rata": {
+            g: shapley_agreement(pro_rata_credit(providers, n_providers, n_query), res.values, q)
+            for g, q in groups.items()
+        },
+        "methods": {},
+    }
+    for name, scores in task.score_methods(methods).items():
+        report["methods"][name] = {
+            policy: {
+                g: shapley_agreement(provider_credit(scores, providers, n_providers, policy, args.topk), res.values, q)
+                for g, q in groups.items()
+            }
+            for policy in args.policies
+        }
+    return report

@@ -137,8 +137,24 @@ class LMSuite:
         return train_demo_model(self.texts, out_dir, recipe, train_on=subset)
 
     def train_model(self, mask: torch.Tensor, seed: int) -> nn.Module:
-        from transformers import GPT2LMHeadModel
+        """The final model of the recipe on ``mask``; for an empty mask (the empty coalition of
+        provider Shapley) the recipe's model before any step."""
+        from transformers import GPT2Config, GPT2LMHeadModel
 
+        if not mask.any():
+            r, tok = self.args.recipe, self.tokenizer
+            torch.manual_seed(seed)
+            config = GPT2Config(
+                vocab_size=len(tok),
+                n_positions=r.max_length,
+                n_embd=r.n_embd,
+                n_layer=r.n_layer,
+                n_head=r.n_head,
+                bos_token_id=tok.eos_token_id,
+                eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id,
+            )
+            return GPT2LMHeadModel(config).eval()
         with tempfile.TemporaryDirectory() as tmp:
             final = self.train(mask, seed, Path(tmp))[-1]
             return GPT2LMHeadModel.from_pretrained(final).eval()
@@ -285,6 +301,7 @@ class LMSuite:
             measure_fn=self.measure,
             score_methods=self.score_methods,
             query_groups={"held-out documents": self.heldout_queries, "planted-fact queries": self.fact_queries},
+            providers=self.groups,
         )
 
 

@@ -34,24 +34,7 @@ class ShapleySuite:
         self.suite = suite
 
     def train_fn(self, mask: torch.Tensor, seed: int):
-        if mask.any():
-            return self.suite.train_model(mask, seed)
-        from transformers import GPT2Config, GPT2LMHeadModel
-
-        # The empty coalition: the recipe's model before any step (its seed, its configuration).
-        r, tok = self.suite.args.recipe, self.suite.tokenizer
-        torch.manual_seed(seed)
-        config = GPT2Config(
-            vocab_size=len(tok),
-            n_positions=r.max_length,
-            n_embd=r.n_embd,
-            n_layer=r.n_layer,
-            n_head=r.n_head,
-            bos_token_id=tok.eos_token_id,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-        )
-        return GPT2LMHeadModel(config).eval()
+        return self.suite.train_model(mask, seed)  # the untrained model for the empty coalition
 
     def key(self) -> str:
         return "shapley-" + self.suite.ground_truth_key()
