@@ -25,7 +25,13 @@ from benchmarks.accuracy.levers import SINGLE_LEVERS, LeverConfig, lever_scores,
 from benchmarks.accuracy.lm import OUT, LMSuite, LMSuiteArguments, sequence_losses
 from valuation import default_lm_loss
 from valuation.combine import checkpoint_weights, combine_score_matrices
-from valuation.evaluate import planted_accuracy, provider_credit, shapley_agreement, tail_patch_check
+from valuation.evaluate import (
+    planted_accuracy,
+    pro_rata_credit,
+    provider_credit,
+    shapley_agreement,
+    tail_patch_check,
+)
 from valuation.optimizer import load_hf_optimizer_state
 
 
@@ -169,7 +175,8 @@ def main() -> None:
         methods = score_levers(suite, paths, weights, t0)
         torch.save({"scores": methods, "weights": weights}, saved)
     shapley_path = a.out / f"shapley-{name}.pt"
-    shapley = torch.load(shapley_path)["values"] if shapley_path.exists() else None
+    saved_shapley = torch.load(shapley_path) if shapley_path.exists() else None
+    shapley = saved_shapley["values"] if saved_shapley is not None else None
     n_p = len(suite.providers)
     report: dict = {"corpus": name, "weights": weights, "methods": {}}
     for label, s in methods.items():
@@ -178,16 +185,32 @@ def main() -> None:
             credit = provider_credit(s[suite.fact_queries], suite.groups, n_p, policy)
             entry[f"planted {policy}"] = planted_accuracy(credit, suite.fact_truth)["accuracy"]
             if shapley is not None:
-                entry[f"shapley {policy}"] = shapley_agreement(provider_credit(s, suite.groups, n_p, policy), shapley)
+                credit = provider_credit(s, suite.groups, n_p, policy)
+                entry[f"shapley {policy}"] = shapley_agreement(credit, shapley)
+                entry[f"shapley {policy}, planted-fact queries"] = shapley_agreement(
+                    credit, shapley, suite.fact_queries
+                )
         report["methods"][label] = entry
     if shapley is not None:
+        per_seed = saved_shapley["per_seed"]
+        report["shapley seeds"] = len(per_seed)
+        if len(per_seed) > 1:  # the noise floor: one seed's Shapley values against another's
+            report["shapley seed agreement"] = shapley_agreement(per_seed[0], per_seed[1])
+        rata = pro_rata_credit(suite.groups, n_p, shapley.shape[0])
+        report["pro-rata"] = {
+            "all": shapley_agreement(rata, shapley),
+            "planted-fact queries": shapley_agreement(rata, shapley, suite.fact_queries),
+        }
         base = report["methods"][f"{LeverConfig().label()}, set normalised"]
         for entry in report["methods"].values():
             for policy in ("topk_share", "sum"):
                 entry[f"shapley {policy}"]["l1 vs default set"] = paired(
                     entry[f"shapley {policy}"]["per_query_l1"], base[f"shapley {policy}"]["per_query_l1"]
                 )
-    report["tail_patch"] = tail_patch(suite, paths[-1], methods)
+    patch_path = suite.workdir / "tail-patch.json"
+    if not patch_path.exists():
+        patch_path.write_text(json.dumps(tail_patch(suite, paths[-1], methods)))
+    report["tail_patch"] = json.loads(patch_path.read_text())
     report["seconds"] = time.time() - t0
     (a.out / f"levers-lm-{name}.json").write_text(json.dumps(report, indent=2))
     for label, e in report["methods"].items():
