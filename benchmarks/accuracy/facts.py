@@ -194,9 +194,10 @@ def gradient_methods(docs, queries, workdir: Path, smoke: bool) -> dict[str, tor
     ]
     out = {}
     configs = [LeverConfig(), LeverConfig(mode="cosine"), LeverConfig(mix_alpha=0.1), LeverConfig(mix_alpha=0.5)]
-    configs += [LeverConfig(mix_alpha=0.5, mode="cosine"), LeverConfig(fisher="sampled"), LeverConfig(k=64)]
+    configs += [LeverConfig(mix_alpha=0.5, mode="cosine"), LeverConfig(fisher="sampled", damping=0.001)]
     for cfg in configs:
         out[cfg.label()] = lever_scores(model, train_batches, query_batches, default_lm_loss, cfg, "lm")
+        print(cfg.label(), flush=True)
     exact = LoGra(model, LoGraConfig(init="identity"))
     g = torch.cat([exact.gradients(b) for b in train_batches])
     q = torch.cat([exact.gradients(b) for b in query_batches])
