@@ -36,6 +36,7 @@ from flows.demo.corpus import PROVIDERS, documents, queries
 from flows.demo.model import TrainArguments, train_demo_model, train_tokenizer
 from valuation import LoGra, LoGraConfig, ProjectedFisher, influence_scores, pad_batch, query_batch, self_influence
 from valuation.baselines import exact_influence, grad_cosine, grad_dot, representation_similarity, tfidf_similarity
+from valuation.combine import combine_score_matrices
 from valuation.evaluate import (
     EvalTask,
     LDSArguments,
@@ -218,7 +219,8 @@ class LMSuite:
         return influence_scores(pre(q), g, mode, self_influence(g, pre), self_influence(q, pre)).double()
 
     def checkpoint_set(self, fn: Callable[[int], torch.Tensor]) -> torch.Tensor:
-        return sum(fn(ck) for ck in range(len(self.full_checkpoints())))
+        """Raw sum over the checkpoints (the platform's former combination; lm_combine compares)."""
+        return combine_score_matrices([fn(ck) for ck in range(len(self.full_checkpoints()))], normalise=False)
 
     def representations(self, batches: Sequence[dict]) -> torch.Tensor:
         """Mean of the last hidden state over each sequence's counted tokens ``(n, n_embd)``."""
