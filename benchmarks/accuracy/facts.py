@@ -205,6 +205,29 @@ def gradient_methods(docs, queries, workdir: Path, smoke: bool) -> dict[str, tor
     return out
 
 
+def learned_facts(queries: list[dict], workdir: Path) -> list[bool]:
+    """Whether the trained model prefers each fact's value over the attribute's other values when
+    asked in the unseen template (lowest response loss among the candidate answers)."""
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    from benchmarks.accuracy.lm import sequence_losses
+    from valuation import query_batch
+
+    tok = AutoTokenizer.from_pretrained(workdir / "model")
+    model = GPT2LMHeadModel.from_pretrained(workdir / "model").eval()
+    out = []
+    for q in queries:
+        values = next(v for v, _, (question, _) in ATTRIBUTES.values() if question.format(e=q["entity"]) == q["prompt"])
+        answers = [q["response"].replace(q["value"], v) for v in values]
+        prompt = tok(q["prompt"], add_special_tokens=False)["input_ids"]
+        batch = query_batch(
+            [prompt] * len(answers), tok(answers, add_special_tokens=False)["input_ids"], tok.pad_token_id, 96
+        )
+        losses = sequence_losses(model, batch)[0]
+        out.append(int(losses.argmin()) == values.index(q["value"]))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entities", type=int, default=24)
@@ -222,22 +245,41 @@ def main() -> None:
         "BM25 (prompt + response)": bm25_scores(q_texts, texts),
         "TF-IDF, character 3-5-grams": tfidf_similarity(q_texts, texts),
     }
+    learned = None
     if not a.lexical_only:
         workdir = a.out / ("facts-smoke" if a.smoke else f"facts-{args.entities}")
-        methods.update(gradient_methods(docs, queries, workdir, a.smoke))
+        saved = workdir / "scores.pt"
+        if saved.exists():  # scores are kept: a rerun re-reports
+            methods.update(torch.load(saved))
+        else:
+            methods.update(gradient_methods(docs, queries, workdir, a.smoke))
+            torch.save({k: v for k, v in methods.items() if "BM25" not in k and "TF-IDF" not in k}, saved)
+        learned = learned_facts(queries, workdir)
     report = {
         "documents": len(docs),
         "queries": len(queries),
         "providers": {p: sum(d["provider_id"] == p for d in docs) for p in PROVIDERS},
+        "learned": None if learned is None else sum(learned),
         "methods": {
             name: {**retrieval_metrics(s, queries), "provider_top1": provider_top1(s, docs, queries)}
             for name, s in methods.items()
         },
         "seconds": time.time() - t0,
     }
+    if learned is not None and any(learned):
+        keep = [i for i, ok in enumerate(learned) if ok]
+        sub = [queries[i] for i in keep]
+        for name, s in methods.items():
+            report["methods"][name]["learned facts"] = {
+                **retrieval_metrics(s[keep], sub),
+                "provider_top1": provider_top1(s[keep], docs, sub),
+            }
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / ("facts-smoke.json" if a.smoke else "facts.json")).write_text(json.dumps(report, indent=2))
-    print(f"{report['documents']} documents, {report['queries']} queries, providers {report['providers']}")
+    print(
+        f"{report['documents']} documents, {report['queries']} queries ({report['learned']} learned), "
+        f"providers {report['providers']}"
+    )
     for name, r in sorted(report["methods"].items(), key=lambda kv: -kv[1]["mrr"]["mean"]):
         print(
             f"{name:45s} R@1 {r['recall@1']['mean']:.3f}  R@10 {r['recall@10']['mean']:.3f}  "
