@@ -113,18 +113,44 @@ def tail_patch(suite: LMSuite, final: Path, methods: dict[str, torch.Tensor], k:
     return out
 
 
-def score_levers(suite: LMSuite, paths: list[Path], weights: list[float], t0: float) -> dict[str, torch.Tensor]:
-    """Every lever at every checkpoint, combined per checkpoint set; lexical baselines beside."""
+ANSWER_ONLY = [LeverConfig(), LeverConfig(mode="cosine"), LeverConfig(mix_alpha=0.5, mode="cosine")]
+
+
+def answer_only_batches(suite: LMSuite) -> list[dict]:
+    """The suite's query batches with each planted fact's loss on its answer word only (TrackStar's
+    answer-only loss; e.g. " Queltrin."): the rest of the response joins the prompt."""
+    from valuation import query_batch
+
+    tok = suite.tokenizer
+    prompts, answers = [], []
+    for q in suite.facts:
+        head, _, last = q["response"].rpartition(" ")
+        prompts.append(tok(q["prompt"] + head, add_special_tokens=False)["input_ids"])
+        answers.append(tok(" " + last, add_special_tokens=False)["input_ids"])
+    return [suite.query_batches[0], query_batch(prompts, answers, tok.pad_token_id, suite.args.recipe.max_length)]
+
+
+def score_levers(
+    suite: LMSuite,
+    paths: list[Path],
+    weights: list[float],
+    t0: float,
+    configs: list[LeverConfig] = CONFIGS,
+    suffix: str = "",
+) -> dict[str, torch.Tensor]:
+    """Every lever at every checkpoint, combined per checkpoint set; lexical baselines beside
+    (``suffix`` ", answer-only": planted-fact queries with :func:`answer_only_batches`)."""
+    query_batches = answer_only_batches(suite) if suffix else suite.query_batches
     per_ck: dict[str, list[torch.Tensor]] = {}
     for path in paths:
         model = suite.load(path)
         moments = load_hf_optimizer_state(model, path)
-        for cfg in CONFIGS:
-            per_ck.setdefault(cfg.label(), []).append(
+        for cfg in configs:
+            per_ck.setdefault(cfg.label() + suffix, []).append(
                 lever_scores(
                     model,
                     suite.train_batches,
-                    suite.query_batches,
+                    query_batches,
                     default_lm_loss,
                     cfg,
                     "lm",
@@ -133,7 +159,7 @@ def score_levers(suite: LMSuite, paths: list[Path], weights: list[float], t0: fl
                     n_train=suite.n_train,
                 )
             )
-            print(path.name, cfg.label(), f"{time.time() - t0:.0f} s", flush=True)
+            print(path.name, cfg.label() + suffix, f"{time.time() - t0:.0f} s", flush=True)
     methods: dict[str, torch.Tensor] = {}
     for label, scores in per_ck.items():
         methods[f"{label}, final checkpoint"] = scores[-1]
@@ -145,6 +171,8 @@ def score_levers(suite: LMSuite, paths: list[Path], weights: list[float], t0: fl
 
     methods["TF-IDF, character 3-5-grams"] = tfidf_similarity(suite.query_texts, suite.texts)
     methods["BM25"] = bm25_scores(suite.query_texts, suite.texts)
+    if suffix:
+        return {k: v for k, v in methods.items() if suffix in k}
     return methods
 
 
@@ -169,11 +197,11 @@ def main() -> None:
     weights = checkpoint_weights(paths[-1] / "trainer_state.json", steps)
     print("checkpoints", steps, "learning-rate weights", [round(w, 3) for w in weights], flush=True)
     saved = suite.workdir / "lever-scores.pt"
-    if saved.exists():  # scores are kept: a rerun only re-reads the Shapley values and re-reports
-        methods = torch.load(saved)["scores"]
-    else:
-        methods = score_levers(suite, paths, weights, t0)
-        torch.save({"scores": methods, "weights": weights}, saved)
+    # Scores are kept: a rerun only re-reads the Shapley values and re-reports.
+    methods = torch.load(saved)["scores"] if saved.exists() else score_levers(suite, paths, weights, t0)
+    if not any("answer-only" in k for k in methods):
+        methods.update(score_levers(suite, paths, weights, t0, ANSWER_ONLY, ", answer-only"))
+    torch.save({"scores": methods, "weights": weights}, saved)
     shapley_path = a.out / f"shapley-{name}.pt"
     saved_shapley = torch.load(shapley_path) if shapley_path.exists() else None
     shapley = saved_shapley["values"] if saved_shapley is not None else None
