@@ -75,6 +75,7 @@ CONFIGS = [
     LeverConfig(fisher="sampled", damping=0.001),  # the sampled Fisher's spectrum needs less relative damping
     LeverConfig(optimizer=True, mode="cosine"),
     LeverConfig(optimizer=True, mix_alpha=0.5, mode="cosine"),
+    LeverConfig(mix_alpha=0.5, mode="cosine"),
     LeverConfig(k=32),  # k=64 needs 4096² eigendecompositions per module: too slow on the shared CPU
 ]
 
@@ -99,7 +100,7 @@ def tail_patch(suite: LMSuite, final: Path, methods: dict[str, torch.Tensor], k:
 
     chosen = [
         f"{LeverConfig(**kw).label()}, {how}"
-        for kw in ({}, {"mode": "cosine"}, {"optimizer": True})
+        for kw in ({}, {"mode": "cosine"}, {"optimizer": True, "mix_alpha": 0.5, "mode": "cosine"})
         for how in ("set normalised", "final checkpoint")
     ]
     out = {}
@@ -113,6 +114,14 @@ def tail_patch(suite: LMSuite, final: Path, methods: dict[str, torch.Tensor], k:
     return out
 
 
+QUICK = [
+    LeverConfig(),
+    LeverConfig(optimizer=True),
+    LeverConfig(mix_alpha=0.5),
+    LeverConfig(mode="cosine"),
+    LeverConfig(mix_alpha=0.5, mode="cosine"),
+    LeverConfig(optimizer=True, mix_alpha=0.5, mode="cosine"),
+]
 ANSWER_ONLY = [LeverConfig(), LeverConfig(mode="cosine"), LeverConfig(mix_alpha=0.5, mode="cosine")]
 
 
@@ -181,6 +190,7 @@ def main() -> None:
     parser.add_argument("--docs-per-provider", type=int, default=60)
     parser.add_argument("--fact-repeats", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=24, help="of the demo recipe (24)")
+    parser.add_argument("--quick", action="store_true", help="only the default and the mixed/cosine/Adam levers")
     parser.add_argument("--out", type=Path, default=OUT)
     a = parser.parse_args()
     torch.set_num_threads(1)
@@ -198,7 +208,8 @@ def main() -> None:
     print("checkpoints", steps, "learning-rate weights", [round(w, 3) for w in weights], flush=True)
     saved = suite.workdir / "lever-scores.pt"
     # Scores are kept: a rerun only re-reads the Shapley values and re-reports.
-    methods = torch.load(saved)["scores"] if saved.exists() else score_levers(suite, paths, weights, t0)
+    configs = QUICK if a.quick else CONFIGS
+    methods = torch.load(saved)["scores"] if saved.exists() else score_levers(suite, paths, weights, t0, configs)
     if not any("answer-only" in k for k in methods):
         methods.update(score_levers(suite, paths, weights, t0, ANSWER_ONLY, ", answer-only"))
     torch.save({"scores": methods, "weights": weights}, saved)
