@@ -104,9 +104,13 @@ class ScoreArguments:
     # "normalised": each checkpoint's per-query scores divided by their mean |score| before adding
     # (equal say per checkpoint); "sum": raw scores
     checkpoint_combine: str = "normalised"
+    # BM25 top-k per query stored beside the influence top-k as lexical evidence (0: off); never credited
+    lexical_topk: int = 10
 
     def __post_init__(self) -> None:
         _check(self.mode, MODES, "scoring mode")
+        if not isinstance(self.lexical_topk, int) or self.lexical_topk < 0:
+            raise ConfigurationError(f"lexical_topk must be an integer >= 0, got {self.lexical_topk!r}")
         _check(self.policy, POLICIES, "policy")
         _check(self.checkpoint_combine, COMBINES, "checkpoint_combine")
         _positive("topk", self.topk)

@@ -178,6 +178,7 @@ def value_lineage(
     )
     newest = max(checkpoints, key=lambda c: c.corpus_version)
     val.corpus_share = app.corpus.example_counts(newest.tokenizer_key, newest.corpus_version)
+    val.corpus_version = newest.corpus_version
     for ctx in checkpoints:
         val.per_checkpoint.append(score_checkpoint(ctx, queries, len(providers), f"valuation-{batch}", reporter))
     return val
