@@ -144,7 +144,8 @@ class VerifyReport:
             return f"ledger verified: {self.links} links, head {self.head}"
         where = f"link {self.seq} ({self.event})" if self.seq is not None else "outside the chain"
         tables = f" in {', '.join(self.tables)}" if self.tables else ""
-        return f"ledger does not verify: run {self.run_id}, {where}{tables}: {self.reason}"
+        run = f"run {self.run_id}, {where}" if self.run_id else "derived totals"
+        return f"ledger does not verify: {run}{tables}: {self.reason}"
 
 
 def verify_ledger(engine: Engine) -> VerifyReport:
@@ -184,4 +185,21 @@ def verify_ledger(engine: Engine) -> VerifyReport:
                 return VerifyReport(
                     False, len(links), run_id=run_id, event=event, tables=[table], reason="this run is not in the chain"
                 )
+        totals = conn.execute(
+            text(
+                "SELECT COALESCE(t.provider_id, d.provider_id) FROM provider_day_total t FULL OUTER JOIN"
+                " (SELECT day, provider_id, SUM(credit_micros) AS c, SUM(queries) AS q, SUM(runs) AS n"
+                " FROM provider_credit_day GROUP BY day, provider_id) d"
+                " ON d.day = t.day AND d.provider_id = t.provider_id"
+                " WHERE t.provider_id IS NULL OR d.provider_id IS NULL"
+                " OR t.credit_micros <> d.c OR t.queries <> d.q OR t.runs <> d.n"
+            )
+        ).first()
+        if totals:
+            return VerifyReport(
+                False,
+                len(links),
+                tables=["provider_day_total"],
+                reason=f"the daily totals of provider {totals[0]} differ from the chained deltas",
+            )
     return VerifyReport(True, len(links), head=prev if links else None)

@@ -253,6 +253,21 @@ class ProviderCreditDay(SQLModel, table=True):
     runs: int  # 1 on post, -1 on reversal
 
 
+class ProviderDayTotal(SQLModel, table=True):
+    """``provider_credit_day`` summed per (day, provider), kept in step by posting and reversal.
+
+    The one derived, updated table (an upsert adds each delta): dashboards read it instead of
+    scanning deltas, and :func:`ledger.verify_ledger` checks it against the chained deltas.
+    """
+
+    __tablename__ = "provider_day_total"
+    day: date_ = Field(sa_column=Column(Date, primary_key=True))
+    provider_id: str = Field(primary_key=True)
+    credit_micros: int = Field(sa_column=Column(BigInteger, nullable=False))
+    queries: int
+    runs: int
+
+
 class ProviderInfo(SQLModel, table=True):
     """Display name and metadata of a provider, one appended version per change."""
 

@@ -33,6 +33,7 @@ from ledger.models import (
     LedgerEntry,
     Provider,
     ProviderCreditDay,
+    ProviderDayTotal,
     ProviderInfo,
     ProviderScore,
     QueryAttribution,
@@ -538,7 +539,7 @@ def post_run(engine: Engine, record: RunRecord, excerpt_chars: int = EXCERPT_CHA
             )
             split_rows += _split_rows(ids[e["idempotency_key"]], run_id, e["provider_id"], parts, basis)
         _append(conn, EntrySplit, split_rows)
-        _append(conn, ProviderCreditDay, _day_deltas(entries, run_id, day, "post"))
+        _add_deltas(conn, _day_deltas(entries, run_id, day, "post"))
         append_link(conn, run_id, "post")
     return PostReport(run_id=run_id, entries_written=len(entries), already_posted=False)
 
@@ -587,6 +588,23 @@ def _day_deltas(entries: list[dict], run_id: str, day: str, event: str) -> list[
         row["credit_micros"] += e["amount_micros"]
         row["queries"] += sign if e["query_id"] is not None else 0
     return [out[p] for p in sorted(out)]
+
+
+def _add_deltas(conn: Connection, deltas: list[dict]) -> None:
+    """Append the chained deltas and add them to the per-day totals (one upsert per row)."""
+    _append(conn, ProviderCreditDay, deltas)
+    if not deltas:
+        return
+    cols = ("credit_micros", "queries", "runs")
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(ProviderDayTotal.__table__)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["day", "provider_id"],
+        set_={c: getattr(ProviderDayTotal.__table__.c, c) + getattr(stmt.excluded, c) for c in cols},
+    )
+    rows = [{k: d[k] for k in ("day", "provider_id", *cols)} for d in deltas]
+    for start in range(0, len(rows), _CHUNK):
+        conn.execute(stmt, rows[start : start + _CHUNK])
 
 
 def reverse_run(engine: Engine, run_id: str, day: str | None = None, by: str = "") -> int:
@@ -664,6 +682,6 @@ def reverse_run(engine: Engine, run_id: str, day: str | None = None, by: str = "
             QueryCredit,
             [{"query_id": q, "generation": g, "kind": "release", "run_id": run_id} for q, g in sorted(released)],
         )
-        _append(conn, ProviderCreditDay, _day_deltas(rows, run_id, day, "reverse"))
+        _add_deltas(conn, _day_deltas(rows, run_id, day, "reverse"))
         append_link(conn, run_id, "reverse")
     return len(rows)

@@ -130,6 +130,15 @@ def _tables() -> None:
     )
     op.create_index("ix_provider_credit_day_day_provider", "provider_credit_day", ["day", "provider_id"])
     op.create_table(
+        "provider_day_total",
+        sa.Column("day", sa.Date(), primary_key=True),
+        sa.Column("provider_id", sa.String(), primary_key=True),
+        sa.Column("credit_micros", sa.BigInteger(), nullable=False),
+        sa.Column("queries", sa.Integer(), nullable=False),
+        sa.Column("runs", sa.Integer(), nullable=False),
+    )
+    op.create_index("ix_provider_day_total_provider", "provider_day_total", ["provider_id"])
+    op.create_table(
         "provider_info",
         _id(),
         sa.Column("provider_id", sa.String(), sa.ForeignKey("provider.provider_id"), nullable=False),
@@ -280,6 +289,11 @@ def upgrade() -> None:
     _tables()
     op.execute("INSERT INTO ledger_lock (lock_id, n) VALUES (1, 0)")
     _backfill(conn)
+    op.execute(
+        "INSERT INTO provider_day_total (day, provider_id, credit_micros, queries, runs)"
+        " SELECT day, provider_id, SUM(credit_micros), SUM(queries), SUM(runs) FROM provider_credit_day"
+        " GROUP BY day, provider_id"
+    )
     for sql in append_only_sql(conn.dialect.name):
         op.execute(sql)
     for sql in create_views_sql(conn.dialect.name):
