@@ -10,7 +10,15 @@ class LedgerError(DataworthError):
 
 
 class PolicyInputError(LedgerError, ValueError):
-    """Inputs a policy or the poster refuses (NaN scores, negative values, unknown providers ...)."""
+    """Inputs a policy or the poster refuses (NaN scores, negative values, unknown providers ...).
+
+    ``query_id``: the one query at fault (a caller may set it aside and post the others), or None
+    when the whole run is at fault (unknown policy or checkpoint, ...).
+    """
+
+    def __init__(self, message: str, query_id: str | None = None) -> None:
+        super().__init__(message)
+        self.query_id = query_id
 
 
 class UnknownRunError(LedgerError):

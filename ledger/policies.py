@@ -93,15 +93,17 @@ def largest_remainder(total: int, weights: Mapping[str, Fraction | int]) -> dict
 def _check_scores(q: QueryResult, known: set[str]) -> None:
     for e in q.topk:
         if not math.isfinite(e.score):
-            raise PolicyInputError(f"query {q.query_id}: score of {e.example_id} is {e.score}")
+            raise PolicyInputError(f"query {q.query_id}: score of {e.example_id} is {e.score}", q.query_id)
         if e.provider_id not in known:
-            raise PolicyInputError(f"query {q.query_id}: unknown provider {e.provider_id!r} ({e.example_id})")
+            raise PolicyInputError(
+                f"query {q.query_id}: unknown provider {e.provider_id!r} ({e.example_id})", q.query_id
+            )
     for table in (q.provider_scores, q.provider_positive):
         for p, s in table.items():
             if not math.isfinite(s):
-                raise PolicyInputError(f"query {q.query_id}: score of provider {p!r} is {s}")
+                raise PolicyInputError(f"query {q.query_id}: score of provider {p!r} is {s}", q.query_id)
             if p not in known:
-                raise PolicyInputError(f"query {q.query_id}: unknown provider {p!r}")
+                raise PolicyInputError(f"query {q.query_id}: unknown provider {p!r}", q.query_id)
 
 
 def split_query(
@@ -115,7 +117,10 @@ def split_query(
     if policy not in POLICIES:
         raise PolicyInputError(f"unknown policy {policy!r}; choose one of {POLICIES}")
     _check_scores(q, known if known is not None else set(eligible))
-    total = to_micros(q.value, f"query {q.query_id}")
+    try:
+        total = to_micros(q.value, f"query {q.query_id}")
+    except PolicyInputError as exc:
+        raise PolicyInputError(str(exc), q.query_id) from exc
     if total == 0:
         return {}, policy
     weights: dict[str, Fraction] = {}
@@ -132,7 +137,7 @@ def split_query(
         basis = "fallback_pro_rata"
         weights = {p: Fraction(n) for p, n in corpus_share.items() if p in eligible and n > 0}
         if not weights:
-            raise PolicyInputError(f"query {q.query_id}: no eligible provider to credit")
+            raise PolicyInputError(f"query {q.query_id}: no eligible provider to credit", q.query_id)
     return largest_remainder(total, weights), basis
 
 

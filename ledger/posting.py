@@ -245,41 +245,46 @@ def _live_credits(conn: Connection, query_ids: Sequence[str]) -> tuple[dict[str,
     return live, releases
 
 
+def live_credits(engine: Engine, query_ids: Iterable[str]) -> dict[str, str]:
+    """``{query_id: run_id}`` for the queries among ``query_ids`` that a live (not reversed) run credited."""
+    with engine.connect() as conn:
+        return _live_credits(conn, list(query_ids))[0]
+
+
 def credited_queries(engine: Engine, query_ids: Iterable[str]) -> set[str]:
     """The queries among ``query_ids`` that a live (posted, not reversed) run has credited."""
-    with engine.connect() as conn:
-        return set(_live_credits(conn, list(query_ids))[0])
+    return set(live_credits(engine, query_ids))
 
 
 def _check_evidence(run_id: str, record: RunRecord, known: set[str]) -> None:
     checkpoints = {c.checkpoint_id for c in record.checkpoints}
     seen: set[str] = set()
+
+    def bad(qid: str, why: str) -> PolicyInputError:
+        return PolicyInputError(f"run {run_id}: query {qid}: {why}", qid)
+
     for q in record.queries:
         if q.query_id in seen:
-            raise PolicyInputError(f"run {run_id}: query {q.query_id} appears twice")
+            raise bad(q.query_id, "appears twice")
         seen.add(q.query_id)
         if q.confidence is not None and not math.isfinite(q.confidence):
-            raise PolicyInputError(f"run {run_id}: query {q.query_id}: confidence is {q.confidence}")
+            raise bad(q.query_id, f"confidence is {q.confidence}")
         for ck, scores in (q.by_checkpoint or {}).items():
             if ck not in checkpoints:
-                raise PolicyInputError(f"run {run_id}: query {q.query_id}: by_checkpoint names {ck[:16]}, not in run")
+                raise bad(q.query_id, f"by_checkpoint names {ck[:16]}, not a checkpoint of the run")
             for p, s in scores.items():
                 if not math.isfinite(s) or p not in known:
-                    raise PolicyInputError(f"run {run_id}: query {q.query_id}: by_checkpoint[{ck[:16]}][{p!r}] = {s}")
+                    raise bad(q.query_id, f"by_checkpoint[{ck[:16]}][{p!r}] = {s}")
         for e in q.topk:
             for ck, s in (e.per_checkpoint or {}).items():
                 if ck not in checkpoints or not math.isfinite(s):
-                    raise PolicyInputError(
-                        f"run {run_id}: query {q.query_id}: per_checkpoint[{ck[:16]}] = {s} of {e.example_id}"
-                    )
+                    raise bad(q.query_id, f"per_checkpoint[{ck[:16]}] = {s} of {e.example_id}")
     for qid, lexical in record.lexical.items():
         if qid not in seen:
-            raise PolicyInputError(f"run {run_id}: lexical evidence for query {qid}, not in the run")
+            raise bad(qid, "lexical evidence for a query not in the run")
         for e in lexical:
             if e.provider_id not in known or not math.isfinite(e.score):
-                raise PolicyInputError(
-                    f"run {run_id}: query {qid}: lexical {e.example_id} ({e.provider_id}, {e.score})"
-                )
+                raise bad(qid, f"lexical {e.example_id} ({e.provider_id}, {e.score})")
 
 
 def _evidence_rows(run_id: str, record: RunRecord, excerpt_chars: int) -> dict:
@@ -375,7 +380,16 @@ def post_run(engine: Engine, record: RunRecord, excerpt_chars: int = EXCERPT_CHA
         known = set(session.execute(select(Provider.provider_id).where(Provider.provider_id.in_(mentioned))).scalars())
         unknown = sorted(mentioned - known)
         if unknown:
-            raise UnknownProviderError(f"run {run_id}: unknown provider(s) {unknown[:5]}")
+            culprit = next(
+                (
+                    q.query_id
+                    for q in record.queries
+                    if ({e.provider_id for e in q.topk} | set(q.provider_scores)) - known
+                ),
+                None,
+            )
+            where = f"query {culprit}: " if culprit else ""
+            raise UnknownProviderError(f"run {run_id}: {where}unknown provider(s) {unknown[:5]}", culprit)
         eligible = _eligible(session, known, checkpoints)
         splits = split_run(record.queries, record.policy, eligible, record.corpus_share, known)
         _check_evidence(run_id, record, known)
