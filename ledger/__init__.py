@@ -27,6 +27,7 @@ from ledger.errors import (
     UnknownProviderError,
     UnknownQueryError,
     UnknownRunError,
+    UnknownViewError,
 )
 from ledger.models import (
     MICROS,
@@ -93,6 +94,7 @@ __all__ = [
     "UnknownProviderError",
     "UnknownQueryError",
     "UnknownRunError",
+    "UnknownViewError",
     "ValuationRun",
     "VerifyReport",
     "attributions",

@@ -29,6 +29,10 @@ class UnknownQueryError(LedgerError):
     """A query id no run of the ledger valued."""
 
 
+class UnknownViewError(LedgerError, ValueError):
+    """A view name that is not one of ``ledger.VIEWS``."""
+
+
 class UnknownProviderError(PolicyInputError):
     """A provider id the ledger does not hold."""
 

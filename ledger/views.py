@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from sqlalchemy import Date, Engine, Float, Integer, Numeric, String, Text, text
 
+from ledger.errors import UnknownViewError
+
 CREDIT = Numeric(20, 6)
 
 
@@ -215,7 +217,7 @@ def read_view(
 ) -> list[dict]:
     """Rows of ``view`` as dicts with the declared Python types on both databases (paginated)."""
     if view not in VIEW_TYPES:
-        raise ValueError(f"unknown view {view!r}; choose one of {VIEWS}")
+        raise UnknownViewError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
     types = VIEW_TYPES[view]
     sql = f"SELECT {', '.join(types)} FROM {view}"
     sql += f" WHERE {where}" if where else ""
