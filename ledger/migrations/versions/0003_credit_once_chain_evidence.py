@@ -19,7 +19,7 @@ from alembic import op
 
 from ledger.chain import append_link
 from ledger.policies import split_by_checkpoint
-from ledger.views import append_only_sql, create_views_sql, drop_views_0001_sql
+from ledger.views import append_only_sql, drop_views_0001_sql
 
 revision = "0003"
 down_revision = "0002"
@@ -129,15 +129,6 @@ def _tables() -> None:
         sa.Column("runs", sa.Integer(), nullable=False),
     )
     op.create_index("ix_provider_credit_day_day_provider", "provider_credit_day", ["day", "provider_id"])
-    op.create_table(
-        "provider_day_total",
-        sa.Column("day", sa.Date(), primary_key=True),
-        sa.Column("provider_id", sa.String(), primary_key=True),
-        sa.Column("credit_micros", sa.BigInteger(), nullable=False),
-        sa.Column("queries", sa.Integer(), nullable=False),
-        sa.Column("runs", sa.Integer(), nullable=False),
-    )
-    op.create_index("ix_provider_day_total_provider", "provider_day_total", ["provider_id"])
     op.create_table(
         "provider_info",
         _id(),
@@ -289,12 +280,6 @@ def upgrade() -> None:
     _tables()
     op.execute("INSERT INTO ledger_lock (lock_id, n) VALUES (1, 0)")
     _backfill(conn)
-    op.execute(
-        "INSERT INTO provider_day_total (day, provider_id, credit_micros, queries, runs)"
-        " SELECT day, provider_id, SUM(credit_micros), SUM(queries), SUM(runs) FROM provider_credit_day"
-        " GROUP BY day, provider_id"
-    )
     for sql in append_only_sql(conn.dialect.name):
         op.execute(sql)
-    for sql in create_views_sql(conn.dialect.name):
-        op.execute(sql)
+    # The views come back in 0004, over the per-day totals it adds.
