@@ -149,13 +149,17 @@ def main() -> None:
     parser.add_argument("--providers", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=10)
     parser.add_argument("--topk", type=int, default=100)
+    parser.add_argument("--db", choices=["both", "sqlite", "postgresql"], default="both")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        results["SQLite"] = bench(f"sqlite:///{tmp}/bench.db", args.runs, args.providers, args.queries, args.topk)
-    with LocalPostgres() as pg:
-        results["PostgreSQL"] = bench(pg.create_database("bench"), args.runs, args.providers, args.queries, args.topk)
+    sizes = (args.runs, args.providers, args.queries, args.topk)
+    if args.db in ("both", "sqlite"):
+        with tempfile.TemporaryDirectory() as tmp:
+            results["SQLite"] = bench(f"sqlite:///{tmp}/bench.db", *sizes)
+    if args.db in ("both", "postgresql"):
+        with LocalPostgres() as pg:
+            results["PostgreSQL"] = bench(pg.create_database("bench"), *sizes)
     table(
         f"Posting {args.runs} runs x {args.providers} providers",
         ["database", "entries", "seconds", "entries/s", "verify_ledger s"],

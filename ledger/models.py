@@ -68,7 +68,10 @@ class RunCheckpoint(SQLModel, table=True):
 
 class QueryAttribution(SQLModel, table=True):
     __tablename__ = "query_attribution"
-    __table_args__ = (UniqueConstraint("run_id", "query_id", "rank"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "query_id", "rank"),
+        Index("ix_query_attribution_provider_doc", "provider_id", "doc_id"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     run_id: str = Field(foreign_key="valuation_run.run_id", index=True)
     query_id: str
@@ -229,6 +232,7 @@ class EntrySplit(SQLModel, table=True):
     """A ledger entry's amount split across the run's checkpoints (exact micro-units)."""
 
     __tablename__ = "entry_split"
+    __table_args__ = (Index("ix_entry_split_provider_checkpoint", "provider_id", "checkpoint_id"),)
     id: int | None = Field(default=None, primary_key=True)
     entry_id: int = Field(foreign_key="ledger_entry.entry_id", index=True)
     run_id: str = Field(index=True)

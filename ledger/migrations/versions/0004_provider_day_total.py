@@ -1,4 +1,5 @@
-"""Per-day provider totals (``provider_day_total``) summed from the chained deltas; the views.
+"""Per-day provider totals (``provider_day_total``) summed from the chained deltas; indexes for
+the provider pages (checkpoint split, top documents); the views.
 
 Revision ID: 0004
 Revises: 0003
@@ -33,5 +34,7 @@ def upgrade() -> None:
         " SELECT day, provider_id, SUM(credit_micros), SUM(queries), SUM(runs) FROM provider_credit_day"
         " GROUP BY day, provider_id"
     )
+    op.create_index("ix_entry_split_provider_checkpoint", "entry_split", ["provider_id", "checkpoint_id"])
+    op.create_index("ix_query_attribution_provider_doc", "query_attribution", ["provider_id", "doc_id"])
     for sql in create_views_sql(conn.dialect.name):
         op.execute(sql)
