@@ -120,8 +120,8 @@ def ledger_verify() -> None:
     if not report.ok:
         from ledger.errors import LedgerError
 
-        raise LedgerError(f"ledger verify: {report}")
-    say(f"ledger verified: {report}")
+        raise LedgerError(str(report))
+    say(str(report))
 
 
 def register(app: typer.Typer) -> None:
