@@ -85,9 +85,11 @@ class LogArguments:
     shard_dispatch: str = "local"
     shard_deployment: str = "log_shard/dataworth-log-shard"
     shard_attempts: int = 3
+    # finalize builds a vector index (top-k without a full scan) on tables of at least this many rows
+    index_min_rows: int = 200_000
 
     def __post_init__(self) -> None:
-        for name in ("max_length", "batch_size", "num_shards", "chunk_rows", "shard_attempts"):
+        for name in ("max_length", "batch_size", "num_shards", "chunk_rows", "shard_attempts", "index_min_rows"):
             _positive(name, getattr(self, name))
         _check(self.dtype, DTYPES, "dtype")
         _check(self.shard_dispatch, DISPATCHES, "shard_dispatch")

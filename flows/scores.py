@@ -124,13 +124,15 @@ class Valuation:
             [weights.get(cs.checkpoint_id, 1.0) for cs in self.per_checkpoint],
             normalise,
         )
+        # Σ max(s, 0) is unknown on the aggregate path (NaN): such a run records no positive sums.
+        exact_positive = not bool(positive.isnan().any())
         return [
             QueryResult(
                 qid,
                 self.values[qi],
                 [TopKEntry(ex, d, p, s) for ex, d, p, s in topk[qi]],
                 {p: float(sums[qi, code]) for code, p in enumerate(self.providers)},
-                {p: float(positive[qi, code]) for code, p in enumerate(self.providers)},
+                {p: float(positive[qi, code]) for code, p in enumerate(self.providers)} if exact_positive else {},
             )
             for qi, qid in enumerate(self.query_ids)
         ]
