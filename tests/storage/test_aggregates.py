@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,57 +13,14 @@ from storage.aggregates import (
     load_aggregates,
     tag_aggregates,
 )
-from valuation import ProjectedFisher, StreamingScorer, influence_scores
+from tests.storage.conftest import PROVIDERS, streamed_group_sums, write_rows
+from valuation import influence_scores
 from valuation.aggregate import group_sums_from_aggregates
-
-LAYOUT = [("a", 2, 3), ("b", 2, 2)]  # dim 10
-DIM = 10
-PROVIDERS = 5
-
-
-def write(table, shard: int, n: int, start: int, seed: int):
-    rng = np.random.default_rng(seed)
-    ids = [f"e{i}" for i in range(start, start + n)]
-    # Documents of 3 rows, and every 7th row in a document seen earlier: partial document sums.
-    docs = [f"d{(i // 3) if i % 7 else (i % 5)}" for i in range(start, start + n)]
-    codes = [int(c) for c in rng.integers(0, PROVIDERS - 1, n)]  # the last provider has no rows
-    vec = (rng.standard_normal((n, DIM)) * rng.lognormal(0, 1, (n, 1))).astype(np.float32)
-    with table.writer(shard, batch_rows=16) as w:
-        w.add(ids, docs, [f"p{c}" for c in codes], codes, vec)
-    return ids, docs, codes, vec
-
-
-@pytest.fixture
-def setup(tmp_path):
-    table = GradientStore(tmp_path / "g").table("ckpt" * 8, "cfg", LAYOUT, "float32")
-    parts = [write(table, 0, 40, 0, 1), write(table, 1, 33, 40, 2)]
-    ids = [e for p in parts for e in p[0]]
-    docs = [d for p in parts for d in p[1]]
-    codes = torch.tensor([c for p in parts for c in p[2]])
-    G = torch.from_numpy(np.concatenate([p[3] for p in parts])).double()
-    fisher = ProjectedFisher(LAYOUT)
-    fisher.update(G)
-    pre = fisher.preconditioner(damping_ratio=0.1)
-    Q = torch.randn(4, DIM, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    return table, pre, ids, docs, codes, G, Q
-
-
-def streamed_group_sums(table, q_pre, mode, query_self):
-    scorer = StreamingScorer(q_pre, topk=3, num_groups=PROVIDERS, mode=mode, query_self=query_self)
-    for chunk in table.read(chunk_rows=7):
-        train_self = None
-        if mode != "if":
-            stored = {}
-            for s in set(chunk.shards.tolist()):
-                stored |= table.self_influence(s)
-            train_self = torch.tensor([stored[e] for e in chunk.example_ids], dtype=torch.float64)
-        scorer.update(chunk.vectors, chunk.provider_codes, train_self)
-    return scorer.result().group_sums
 
 
 @pytest.mark.parametrize("mode", ["if", "relatif", "cosine"])
-def test_provider_sums_equal_streamed_group_sums(setup, mode):
-    table, pre, *_, Q = setup
+def test_provider_sums_equal_streamed_group_sums(grad_table, mode):
+    table, pre, *_, Q = grad_table
     info = build_aggregates(table, pre, 0.1, chunk_rows=9)
     assert info.rows == 73 and info.table_version == table.version
     q_pre = pre(Q)
@@ -78,8 +34,8 @@ def test_provider_sums_equal_streamed_group_sums(setup, mode):
     assert agg.rows.sum() == 73 and agg.keys == [f"p{c}" for c in agg.codes.tolist()]
 
 
-def test_document_sums_equal_brute_force(setup):
-    table, pre, _, docs, _, G, Q = setup
+def test_document_sums_equal_brute_force(grad_table):
+    table, pre, _, docs, _, G, Q = grad_table
     build_aggregates(table, pre, 0.1, levels=("provider", "document"), chunk_rows=5)
     agg = load_aggregates(table, 0.1, table.version, level="document")
     q_pre = pre(Q)
@@ -97,8 +53,8 @@ def test_document_sums_equal_brute_force(setup):
     assert sorted(agg.keys) == sorted(set(docs)) and int(agg.rows.sum()) == 73
 
 
-def test_self_influence_written_in_float64(setup):
-    table, pre, ids, _, _, G, _ = setup
+def test_self_influence_written_in_float64(grad_table):
+    table, pre, ids, _, _, G, _ = grad_table
     build_aggregates(table, pre, 0.1)
     stored = table.self_influence(0) | table.self_influence(1)
     want = (pre(G) * G).sum(1)
@@ -106,8 +62,8 @@ def test_self_influence_written_in_float64(setup):
     torch.testing.assert_close(got, want, rtol=1e-12, atol=0.0)
 
 
-def test_refused_for_another_damping_or_table_version_and_pinned_by_tag(setup):
-    table, pre, *_ = setup
+def test_refused_for_another_damping_or_table_version_and_pinned_by_tag(grad_table):
+    table, pre, *_ = grad_table
     info = build_aggregates(table, pre, 0.1, modes=("if",))
     with pytest.raises(AggregateError, match=r"damping_ratio 0\.1, not 0\.01"):
         load_aggregates(table, 0.01, table.version)
@@ -115,7 +71,7 @@ def test_refused_for_another_damping_or_table_version_and_pinned_by_tag(setup):
         load_aggregates(table, 0.1, table.version, modes=("relatif",))
     tag_aggregates(table, "run-1")
     old_version = table.version
-    write(table, 2, 5, 100, 3)
+    write_rows(table, 2, 5, 100, 3)
     with pytest.raises(AggregateError, match=rf"table version {old_version}, not the version {table.version}"):
         load_aggregates(table, 0.1, table.version)
     build_aggregates(table, pre.with_damping_ratio(0.3), 0.3, modes=("if",))
@@ -125,6 +81,6 @@ def test_refused_for_another_damping_or_table_version_and_pinned_by_tag(setup):
 
 
 def test_missing_aggregates_are_a_clear_error(tmp_path):
-    table = GradientStore(tmp_path / "g").table("ckpt" * 8, "cfg", LAYOUT, "float32")
+    table = GradientStore(tmp_path / "g").table("ckpt" * 8, "cfg", [("a", 2, 3)], "float32")
     with pytest.raises(AggregateError, match="no aggregates"):
         load_aggregates(table, 0.1, table.version)
