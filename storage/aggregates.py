@@ -54,14 +54,21 @@ class AggregateInfo:
 class Aggregates:
     """Loaded sums of one level: ``vectors[mode]`` ``(n_groups, dim)`` float64, ``keys`` the
     provider (or document) ids, ``codes`` the provider codes (``-1`` for documents), ``rows`` the
-    examples per group."""
+    examples per group, ``norm_sums`` their ``Σ √self_i``."""
 
     info: AggregateInfo
     level: str
     keys: list[str]
     codes: torch.Tensor
     rows: torch.Tensor
+    norm_sums: torch.Tensor
     vectors: dict[str, torch.Tensor]
+
+    def by_code_column(self, values: torch.Tensor, num_providers: int) -> torch.Tensor:
+        """A per-group column ``(n_groups,)`` laid out by provider code ``(num_providers,)``."""
+        out = torch.zeros(num_providers, dtype=values.dtype)
+        out[self.codes.long()] = values
+        return out
 
     def by_code(self, mode: str, num_providers: int) -> torch.Tensor:
         """``(num_providers, dim)``: row ``c`` is provider code ``c``'s sum (zeros if it has no rows)."""
@@ -93,13 +100,14 @@ def _schema(dim: int, info: AggregateInfo) -> pa.Schema:
             pa.field("key", pa.string(), nullable=False),
             pa.field("code", pa.int32(), nullable=False),
             pa.field("rows", pa.int64(), nullable=False),
+            pa.field("norm_sum", pa.float64(), nullable=False),  # Σ √self_i (0 without self-influence)
             pa.field("vector", pa.list_(pa.float64(), dim), nullable=False),
         ],
         metadata={META_KEY: json.dumps(meta, sort_keys=True)},
     )
 
 
-def _batch(schema: pa.Schema, level: str, mode: str, keys, codes, rows, vectors: torch.Tensor) -> pa.RecordBatch:
+def _batch(schema: pa.Schema, level: str, mode: str, keys, codes, rows, norms, vectors: torch.Tensor) -> pa.RecordBatch:
     flat = np.ascontiguousarray(vectors.cpu().numpy()).reshape(-1)
     n = len(keys)
     return pa.RecordBatch.from_arrays(
@@ -109,6 +117,7 @@ def _batch(schema: pa.Schema, level: str, mode: str, keys, codes, rows, vectors:
             pa.array(list(keys), pa.string()),
             pa.array(np.asarray(codes, dtype=np.int32)),
             pa.array(np.asarray(rows, dtype=np.int64)),
+            pa.array(np.asarray(norms, dtype=np.float64)),
             pa.FixedSizeListArray.from_arrays(pa.array(flat), vectors.shape[1]),
         ],
         schema=schema,
@@ -121,7 +130,7 @@ class _DocumentSums:
 
     def __init__(self, modes: tuple[str, ...]) -> None:
         self.modes = modes
-        self.pending: dict[str, tuple[dict[str, torch.Tensor], int]] = {}
+        self.pending: dict[str, tuple[dict[str, torch.Tensor], int, float]] = {}
 
     def update(self, chunk_docs: pa.Array, vectors: torch.Tensor, train_self: torch.Tensor | None):
         encoded = pc.dictionary_encode(chunk_docs)
@@ -131,17 +140,17 @@ class _DocumentSums:
         codes = torch.from_numpy(encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64))
         acc = GroupSumAccumulator(len(docs), vectors.shape[1], self.modes)
         acc.update(vectors, codes, train_self)
-        counts = acc.counts.tolist()
+        counts, norms = acc.counts.tolist(), acc.norm_sums.tolist()
         current = set(docs)
         flushed = {d: v for d, v in self.pending.items() if d not in current}
         for j, doc in enumerate(docs):
             sums = {m: acc.sums[m][j] for m in self.modes}
-            n = counts[j]
+            n, norm = counts[j], norms[j]
             if doc in self.pending:
-                old, old_n = self.pending[doc]
+                old, old_n, old_norm = self.pending[doc]
                 sums = {m: sums[m] + old[m] for m in self.modes}
-                n += old_n
-            self.pending[doc] = (sums, n)
+                n, norm = n + old_n, norm + old_norm
+            self.pending[doc] = (sums, n, norm)
         for doc in flushed:
             del self.pending[doc]
         return flushed
@@ -217,11 +226,10 @@ def build_aggregates(
         if documents is not None:
             yield from _document_batches(schema, modes, documents.finish())
         seen = sorted(provider_ids)
-        counts = providers.counts[seen].tolist()
+        counts, norms = providers.counts[seen].tolist(), providers.norm_sums[seen].tolist()
+        keys = [provider_ids[c] for c in seen]
         for mode in modes:
-            yield _batch(
-                schema, "provider", mode, [provider_ids[c] for c in seen], seen, counts, providers.sums[mode][seen]
-            )
+            yield _batch(schema, "provider", mode, keys, seen, counts, norms, providers.sums[mode][seen])
 
     reader = pa.RecordBatchReader.from_batches(schema, batches())
     agg = table.store.db.create_table(aggregate_table_name(table), reader, mode="overwrite")
@@ -233,6 +241,7 @@ def build_aggregates(
 def _grow(acc: GroupSumAccumulator, num_groups: int) -> None:
     extra = num_groups - acc.counts.shape[0]
     acc.counts = torch.cat([acc.counts, acc.counts.new_zeros(extra)])
+    acc.norm_sums = torch.cat([acc.norm_sums, acc.norm_sums.new_zeros(extra)])
     for mode, sums in acc.sums.items():
         acc.sums[mode] = torch.cat([sums, sums.new_zeros(extra, sums.shape[1])])
 
@@ -242,9 +251,10 @@ def _document_batches(schema, modes, docs: dict) -> Iterator[pa.RecordBatch]:
         return
     keys = list(docs)
     counts = [docs[k][1] for k in keys]
+    norms = [docs[k][2] for k in keys]
     for mode in modes:
         vectors = torch.stack([docs[k][0][mode] for k in keys])
-        yield _batch(schema, "document", mode, keys, [-1] * len(keys), counts, vectors)
+        yield _batch(schema, "document", mode, keys, [-1] * len(keys), counts, norms, vectors)
 
 
 def _open(table: GradientTable, version: int | str | None):
@@ -300,27 +310,31 @@ def load_aggregates(
     vectors: dict[str, torch.Tensor] = {}
     keys: list[str] = []
     codes = rows = torch.zeros(0, dtype=torch.int64)
+    norms = torch.zeros(0, dtype=torch.float64)
     for mode in modes:
         t = ds.to_table(filter=f"level = '{level}' AND mode = '{mode}'")
         flat = t.column("vector").combine_chunks()
         vec = torch.from_numpy(flat.values.to_numpy().reshape(-1, info.dim).copy())
         mode_keys = t.column("key").to_pylist()
         mode_rows = torch.from_numpy(t.column("rows").to_numpy().copy())
+        mode_norms = torch.from_numpy(t.column("norm_sum").to_numpy().copy())
         if level == "document":  # partial rows of one document add up
             uniq = sorted(set(mode_keys))
             index = {k: j for j, k in enumerate(uniq)}
             inv = torch.tensor([index[k] for k in mode_keys], dtype=torch.int64)
             vec = torch.zeros(len(uniq), info.dim, dtype=torch.float64).index_add_(0, inv, vec)
             mode_rows = torch.zeros(len(uniq), dtype=torch.int64).index_add_(0, inv, mode_rows)
+            mode_norms = torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inv, mode_norms)
             mode_keys = uniq
             mode_codes = torch.full((len(uniq),), -1, dtype=torch.int64)
         else:
             mode_codes = torch.from_numpy(t.column("code").to_numpy().astype(np.int64))
             order = torch.argsort(mode_codes)
             vec, mode_rows, mode_codes = vec[order], mode_rows[order], mode_codes[order]
+            mode_norms = mode_norms[order]
             mode_keys = [mode_keys[i] for i in order.tolist()]
-        vectors[mode], keys, codes, rows = vec, mode_keys, mode_codes, mode_rows
-    return Aggregates(info, level, keys, codes, rows, vectors)
+        vectors[mode], keys, codes, rows, norms = vec, mode_keys, mode_codes, mode_rows, mode_norms
+    return Aggregates(info, level, keys, codes, rows, norms, vectors)
 
 
 def tag_aggregates(table: GradientTable, tag: str, version: int | None = None) -> int:

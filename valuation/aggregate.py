@@ -30,7 +30,8 @@ def example_weights(mode: str, train_self: torch.Tensor | None, n: int) -> torch
 
 
 class GroupSumAccumulator:
-    """Running ``A_{mode}`` ``(num_groups, dim)`` float64 per mode, and the rows per group.
+    """Running ``A_{mode}`` ``(num_groups, dim)`` float64 per mode, the rows per group and, when
+    self-influence is given, ``Σ √self_i`` per group (``norm_sums``, for :func:`positive_sum_bounds`).
 
     ``update`` folds a chunk of train vectors ``(n, dim)`` with its group codes ``(n,)`` and, for
     the normalised modes, the rows' self-influence ``(n,)``.
@@ -43,11 +44,14 @@ class GroupSumAccumulator:
         self.modes = tuple(modes)
         self.sums = {m: torch.zeros(num_groups, dim, dtype=torch.float64, device=device) for m in self.modes}
         self.counts = torch.zeros(num_groups, dtype=torch.int64, device=device)
+        self.norm_sums = torch.zeros(num_groups, dtype=torch.float64, device=device)
 
     def update(self, vectors: torch.Tensor, codes: torch.Tensor, train_self: torch.Tensor | None = None) -> None:
         wide = vectors.to(torch.float64)
         codes = codes.to(device=wide.device, dtype=torch.int64)
         self.counts.index_add_(0, codes, torch.ones_like(codes))
+        if train_self is not None:
+            self.norm_sums.index_add_(0, codes, train_self.to(wide).clamp_min(0).sqrt())
         weighted = {}
         for mode in self.modes:
             w = example_weights(mode, train_self, wide.shape[0])
@@ -78,3 +82,30 @@ def group_sums_from_aggregates(
             raise ValueError("mode 'cosine' needs the queries' self-influence")
         sums = sums / query_self.to(sums).clamp_min(_EPS).sqrt()[:, None]
     return sums
+
+
+def positive_sum_bounds(
+    group_sums: torch.Tensor,
+    mode: str,
+    counts: torch.Tensor,
+    norm_sums: torch.Tensor,
+    query_self: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds ``(lower, upper)`` ``(n_query, n_groups)`` on ``Σ_{i∈g} max(s_i, 0)`` (what
+    ``positive_share`` books) from aggregates alone; the exact value needs a scan.
+
+    Lower: ``max(Σ s_i, 0)``. Upper (Cauchy-Schwarz in the damped metric,
+    ``|q̃ᵀg_i| ≤ √self_q √self_i``): ``√self_q Σ √self_i`` (``if``), ``√self_q · n_g`` (``relatif``),
+    ``n_g`` (``cosine``). ``group_sums`` from :func:`group_sums_from_aggregates`; ``counts`` and
+    ``norm_sums`` ``(n_groups,)`` from the accumulator; ``query_self`` ``(n_query,)``.
+    """
+    root_q = query_self.to(torch.float64).clamp_min(0).sqrt()[:, None]
+    if mode == "if":
+        upper = root_q * norm_sums.to(torch.float64)[None, :]
+    elif mode == "relatif":
+        upper = root_q * counts.to(torch.float64)[None, :]
+    elif mode == "cosine":
+        upper = counts.to(torch.float64)[None, :].expand(query_self.shape[0], -1)
+    else:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return group_sums.clamp_min(0.0), upper.clone()

@@ -14,8 +14,8 @@ from storage.aggregates import (
     tag_aggregates,
 )
 from tests.storage.conftest import PROVIDERS, streamed_group_sums, write_rows
-from valuation import influence_scores
-from valuation.aggregate import group_sums_from_aggregates
+from valuation import StreamingScorer, influence_scores
+from valuation.aggregate import group_sums_from_aggregates, positive_sum_bounds
 
 
 @pytest.mark.parametrize("mode", ["if", "relatif", "cosine"])
@@ -84,3 +84,28 @@ def test_missing_aggregates_are_a_clear_error(tmp_path):
     table = GradientStore(tmp_path / "g").table("ckpt" * 8, "cfg", [("a", 2, 3)], "float32")
     with pytest.raises(AggregateError, match="no aggregates"):
         load_aggregates(table, 0.1, table.version)
+
+
+@pytest.mark.parametrize("mode", ["if", "relatif", "cosine"])
+def test_positive_sum_bounds_hold(grad_table, mode):
+    table, pre, *_, Q = grad_table
+    build_aggregates(table, pre, 0.1)
+    agg = load_aggregates(table, 0.1, table.version)
+    q_pre = pre(Q)
+    query_self = (q_pre * Q).sum(1)
+    scorer_self = query_self if mode == "cosine" else None
+    scorer = StreamingScorer(q_pre, 1, PROVIDERS, mode, scorer_self)
+    for chunk in table.read():
+        stored = table.self_influence(0) | table.self_influence(1)
+        scorer.update(chunk.vectors, chunk.provider_codes, torch.tensor([stored[e] for e in chunk.example_ids]))
+    positive = scorer.result().group_positive_sums
+    sums = group_sums_from_aggregates(q_pre, agg.by_code(mode, PROVIDERS), mode, query_self)
+    lower, upper = positive_sum_bounds(
+        sums,
+        mode,
+        agg.by_code_column(agg.rows, PROVIDERS),
+        agg.by_code_column(agg.norm_sums, PROVIDERS),
+        query_self,
+    )
+    assert torch.all(lower <= positive + 1e-9) and torch.all(positive <= upper + 1e-9)
+    assert torch.all(upper[:, PROVIDERS - 1] == 0)
