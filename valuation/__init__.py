@@ -11,6 +11,7 @@
 >>> scores = influence_scores(pre(q), g)      # (n_query, n_train), positive = helpful
 """
 
+from valuation.aggregate import GroupSumAccumulator, group_sums_from_aggregates, positive_sum_bounds
 from valuation.batching import pad_batch, query_batch
 from valuation.capture import GradientCapture
 from valuation.config import LoGraConfig, ScoreConfig
@@ -32,6 +33,7 @@ __all__ = [
     "IGNORE_INDEX",
     "MODES",
     "GradientCapture",
+    "GroupSumAccumulator",
     "LoGra",
     "LoGraConfig",
     "Preconditioner",
@@ -43,12 +45,14 @@ __all__ = [
     "default_device",
     "default_lm_loss",
     "find_watched_modules",
+    "group_sums_from_aggregates",
     "influence_scores",
     "labels_from_batch",
     "layout_dim",
     "layout_slices",
     "lm_loss",
     "pad_batch",
+    "positive_sum_bounds",
     "query_batch",
     "score_stream",
     "self_influence",
