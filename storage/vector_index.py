@@ -203,20 +203,18 @@ def build_index(
     table.tbl.checkout_latest()
     version = table.version
     rows = table.count_rows(version)
-    families = sorted({FAMILY[m] for m in modes if m in FAMILY})
-    if len(families) != len(set(modes)) and any(m not in MODES for m in modes):
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
         raise VectorIndexError(f"modes must be among {MODES}, got {tuple(modes)}")
+    # Positions and index entries cover every row of the version: no open shard may hold any.
+    if len(table.committed_shards(version)) != len(table.shard_states(version)):
+        raise VectorIndexError(f"{table.name}: shards are still open; index after logging finished")
     out: dict[str, dict] = {}
-    for family in families:
+    for family in sorted({FAMILY[m] for m in modes}):
         if rows < args.min_rows:
             out[family] = {"skipped": f"{rows} rows < min_rows {args.min_rows}: exact scan"}
             continue
-        if family == "raw":
-            if len(table.committed_shards(version)) != len(table.shard_states(version)):
-                raise VectorIndexError(f"{table.name}: shards are still open; index after logging finished")
-            ds = table._dataset(version)
-        else:
-            ds = _write_unit_table(table, version, chunk_rows)
+        ds = table._dataset(version) if family == "raw" else _write_unit_table(table, version, chunk_rows)
         info = _index_dataset(ds, table, version, rows, args)
         if family == "raw":
             table.tbl.checkout_latest()
@@ -242,7 +240,7 @@ def _index_dataset(ds, table: GradientTable, version: int, rows: int, args: Inde
         codebook = train_pq(residuals, kw["num_sub_vectors"], args.kmeans_iters, args.seed)
         kw["pq_codebook"] = codebook.numpy().astype(np_type)
     trained = time.perf_counter() - start
-    ds.create_index(
+    ds = ds.create_index(
         "vector",
         args.index_type,
         metric="dot",
