@@ -47,7 +47,8 @@ class IndexArguments:
         rows_per_partition: target list size when ``num_partitions`` is ``None``.
         num_sub_vectors: PQ sub-vectors; ``None``: ``dim / 16``.
         kmeans_sample: rows sampled to train the IVF centroids here (torch, float32).
-        kmeans_iters: Lloyd iterations of that training.
+        kmeans_iters: Lloyd iterations of that training (and of the PQ codebook's).
+        pq_sample: rows of that sample that train the PQ codebook (256 codes per sub-vector).
         nprobes: lists searched per query.
         refine_factor: ``k × refine_factor`` candidates are re-ranked exactly.
         min_rows: tables with fewer committed rows are not indexed (an exact scan is cheap).
@@ -60,6 +61,7 @@ class IndexArguments:
     num_sub_vectors: int | None = None
     kmeans_sample: int = 32768
     kmeans_iters: int = 10
+    pq_sample: int = 8192
     nprobes: int = 20
     refine_factor: int = 10
     min_rows: int = 200_000
@@ -236,7 +238,10 @@ def _index_dataset(ds, table: GradientTable, version: int, rows: int, args: Inde
         kw["num_sub_vectors"] = args.num_sub_vectors or max(1, table.dim // 16)
         # Lance's own PQ training dominated the build (minutes at 10^5 x 4096 on 2 cores); this is
         # one batched matmul per Lloyd step, on the residuals the IVF lists encode.
-        residuals = sample - centroids[nearest_centroid(sample, centroids)]
+        # The sample is in table order (shards, providers): draw the PQ rows at random from it.
+        gen = torch.Generator().manual_seed(args.seed + 1)
+        pq_rows = sample[torch.randperm(sample.shape[0], generator=gen)[: args.pq_sample]]
+        residuals = pq_rows - centroids[nearest_centroid(pq_rows, centroids)]
         codebook = train_pq(residuals, kw["num_sub_vectors"], args.kmeans_iters, args.seed)
         kw["pq_codebook"] = codebook.numpy().astype(np_type)
     trained = time.perf_counter() - start
