@@ -83,34 +83,28 @@ def recall(found: list[list[str]], truth: list[list[str]], k: int) -> float:
     return float(np.mean([len(set(f[:k]) & set(t[:k])) / k for f, t in zip(found, truth, strict=True)]))
 
 
-def run(rows: int, dim: int, n_query: int, args: IndexArguments, sweep: list[tuple[int, int]], rebuild: bool) -> dict:
-    out: dict = {"rows": rows}
+def setup(rows: int, dim: int, n_query: int):
     synth = SyntheticGradients(SyntheticSpec(dim=dim))
-    layout = bench_layout(dim)
-    pre = bench_preconditioner(layout)
+    pre = bench_preconditioner(bench_layout(dim))
     q, _ = synth.queries(n_query)
-    q_pre = pre(q.double())
-    store = GradientStore(store_dir(rows))
-    table = store.table(CHECKPOINT, "bench")
-    out["table_bytes"] = dir_bytes(store_dir(rows) / f"{table.name}.lance")
+    table = GradientStore(store_dir(rows)).table(CHECKPOINT, "bench")
+    return table, pre, pre(q.double())
 
-    # Index first: it adds a table version, which the aggregates then record.
-    if rebuild or index_info(table, "raw") is None:
-        start = time.perf_counter()
-        out["index"] = build_index(table, args, modes=("if",))["raw"]
-        out["index_build_s"] = time.perf_counter() - start
-    else:
-        out["index"] = index_info(table, "raw")
-        out["index_build_s"] = out["index"]["build_s"]
-    print(json.dumps({"rows": rows, "index": out["index"]}), flush=True)
-    out["index_bytes"] = dir_bytes(store_dir(rows) / f"{table.name}.lance" / "_indices")
+
+def results_path(rows: int) -> Path:
+    return OUT / f"results-{rows}.json"
+
+
+def run_scan(rows: int, dim: int, n_query: int) -> dict:
+    """The full scan (truth for the index), the aggregates and the provider sums from them."""
+    table, pre, q_pre = setup(rows, dim, n_query)
+    out: dict = {"rows": rows, "table_bytes": dir_bytes(store_dir(rows) / f"{table.name}.lance")}
     version = table.version
-
     start = time.perf_counter()
     scan = score_table(table, [QueryBatch(q_pre.float(), "if", 100, 1000)], version)
     out["full_scan_s"] = time.perf_counter() - start
     res = scan.results[0]
-    truth = [[e for e, _, _ in scan.rows(row)] for row in res.topk_indices.tolist()]
+    out["truth"] = [[e for e, _, _ in scan.rows(row)] for row in res.topk_indices.tolist()]
     print(json.dumps({"rows": rows, "full_scan_s": out["full_scan_s"]}), flush=True)
 
     start = time.perf_counter()
@@ -125,8 +119,26 @@ def run(rows: int, dim: int, n_query: int, args: IndexArguments, sweep: list[tup
     out["aggregate_sums_s"], sums = best_of(provider_sums, 5)
     scale = float(res.group_sums.abs().max())
     out["aggregate_vs_scan_max_rel_err"] = float((sums - res.group_sums).abs().max()) / scale
+    out["scan_over_aggregates"] = out["full_scan_s"] / out["aggregate_sums_s"]
     print(json.dumps({k: v for k, v in out.items() if "aggregate" in k}), flush=True)
+    return out
 
+
+def run_index(out: dict, dim: int, n_query: int, args: IndexArguments, sweep, rebuild: bool) -> dict:
+    """Build the index (or reuse it) and sweep nprobes x refine for top-10 and top-100."""
+    rows = out["rows"]
+    table, _, q_pre = setup(rows, dim, n_query)
+    if rebuild or index_info(table, "raw") is None:
+        start = time.perf_counter()
+        out["index"] = build_index(table, args, modes=("if",))["raw"]
+        out["index_build_s"] = time.perf_counter() - start
+    else:
+        out["index"] = index_info(table, "raw")
+        out["index_build_s"] = out["index"]["build_s"]
+    print(json.dumps({"rows": rows, "index": out["index"]}), flush=True)
+    out["index_bytes"] = dir_bytes(store_dir(rows) / f"{table.name}.lance" / "_indices")
+    version = table.version
+    truth = out["truth"]
     out["topk"] = []
     for nprobes, refine in sweep:
         a = IndexArguments(**{**args.__dict__, "nprobes": nprobes, "refine_factor": refine})
@@ -158,13 +170,15 @@ def slope(sizes: list[int], values: list[float]) -> float:
 def report(results: list[dict]) -> None:
     sizes = [r["rows"] for r in results]
     rows = []
-    for key in ("full_scan_s", "aggregates_build_s", "aggregate_sums_s", "index_build_s", "table_bytes", "index_bytes"):
-        vals = [r[key] for r in results]
+    keys = ("full_scan_s", "aggregates_build_s", "aggregate_sums_s", "scan_over_aggregates", "table_bytes")
+    keys += ("aggregates_bytes", "index_build_s", "index_bytes")
+    for key in keys:
+        vals = [r.get(key, math.nan) for r in results]
         rows.append([key, *vals, slope(sizes, vals)])
     print_table("cost against N", ["cost", *[f"N={n:,}" for n in sizes], "slope (log-log)"], rows)
     best = []
     for r in results:
-        for t in r["topk"]:
+        for t in r.get("topk", []):
             best.append(
                 [
                     r["rows"],
@@ -193,7 +207,10 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=256)
     ap.add_argument("--index-type", default="IVF_PQ")
     ap.add_argument("--sub-vectors", type=int, default=256)
+    ap.add_argument("--rows-per-partition", type=int, default=1024)
     ap.add_argument("--rebuild-index", action="store_true")
+    ap.add_argument("--rescan", action="store_true", help="redo the scan phase even if its results exist")
+    ap.add_argument("--skip-index", action="store_true")
     ap.add_argument("--sweep", default="5:5,10:5,20:5,20:10,40:10", help="nprobes:refine pairs")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -201,12 +218,24 @@ def main() -> None:
         for rows in args.rows:
             print(json.dumps(generate(rows, args.dim, args.shards)), flush=True)
         return
-    index_args = IndexArguments(index_type=args.index_type, num_sub_vectors=args.sub_vectors, min_rows=0)
+    index_args = IndexArguments(
+        index_type=args.index_type,
+        num_sub_vectors=args.sub_vectors,
+        rows_per_partition=args.rows_per_partition,
+        min_rows=0,
+    )
     sweep = [tuple(int(v) for v in pair.split(":")) for pair in args.sweep.split(",")]
     results = []
     for rows in args.rows:
-        results.append(run(rows, args.dim, args.queries, index_args, sweep, args.rebuild_index))
-        (OUT / f"results-{rows}.json").write_text(json.dumps(results[-1], indent=1))
+        path = results_path(rows)
+        out = json.loads(path.read_text()) if path.exists() and not args.rescan else None
+        if out is None:
+            out = run_scan(rows, args.dim, args.queries)
+            path.write_text(json.dumps(out))
+        if not args.skip_index:
+            out = run_index(out, args.dim, args.queries, index_args, sweep, args.rebuild_index)
+            path.write_text(json.dumps(out))
+        results.append(out)
     report(results)
 
 
