@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "Coverage": "valuation.modules",
     "DataworthError": "valuation.errors",
     "GradientCapture": "valuation.capture",
+    "GroupSumAccumulator": "valuation.aggregate",
     "IGNORE_INDEX": "valuation.loss",
     "LoGra": "valuation.logra",
     "LoGraConfig": "valuation.config",
@@ -45,6 +46,7 @@ _EXPORTS: dict[str, str] = {
     "default_lm_loss": "valuation.loss",
     "factored_scales": "valuation.optimizer",
     "find_watched_modules": "valuation.modules",
+    "group_sums_from_aggregates": "valuation.aggregate",
     "influence_scores": "valuation.scoring",
     "labels_from_batch": "valuation.loss",
     "layout_dim": "valuation.fisher",
@@ -53,6 +55,7 @@ _EXPORTS: dict[str, str] = {
     "load_hf_optimizer_state": "valuation.optimizer",
     "mixed_fisher": "valuation.fisher",
     "pad_batch": "valuation.batching",
+    "positive_sum_bounds": "valuation.aggregate",
     "query_batch": "valuation.batching",
     "score_stream": "valuation.scoring",
     "self_influence": "valuation.scoring",
@@ -68,6 +71,7 @@ __all__ = [
     "Coverage",
     "DataworthError",
     "GradientCapture",
+    "GroupSumAccumulator",
     "LoGra",
     "LoGraConfig",
     "OptimizerStateError",
@@ -86,6 +90,7 @@ __all__ = [
     "default_lm_loss",
     "factored_scales",
     "find_watched_modules",
+    "group_sums_from_aggregates",
     "influence_scores",
     "labels_from_batch",
     "layout_dim",
@@ -94,6 +99,7 @@ __all__ = [
     "load_hf_optimizer_state",
     "mixed_fisher",
     "pad_batch",
+    "positive_sum_bounds",
     "query_batch",
     "score_stream",
     "self_influence",
@@ -116,6 +122,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static names for type checkers and IDEs
+    from valuation.aggregate import GroupSumAccumulator, group_sums_from_aggregates, positive_sum_bounds
     from valuation.batching import pad_batch, query_batch
     from valuation.capture import GradientCapture
     from valuation.combine import checkpoint_weights, combine_checkpoints, combine_score_matrices
