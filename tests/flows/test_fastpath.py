@@ -28,7 +28,9 @@ def test_aggregate_sums_and_topk_equal_the_scan(settings, world, mode):
     scan_app = App.of(base.replace(policy="positive_share"))  # needs every score: the streamed scan
     scan = value_lineage(scan_app, "tiny", checkpoint_set(scan_app, "tiny"), qs).per_checkpoint[0]
     assert fast.topk_method.startswith("aggregates+") and scan.topk_method == "exact"
-    torch.testing.assert_close(fast.group_sums, scan.group_sums, rtol=1e-9, atol=1e-9)
+    # The scan multiplies in float32 (its sums accumulate in float64); the aggregates are float64 all
+    # through: they agree to float32 rounding here, and to 1e-9 in float64 (tests/valuation/test_aggregate.py).
+    torch.testing.assert_close(fast.group_sums, scan.group_sums, rtol=1e-5, atol=1e-6)
     assert fast.examples == scan.examples
     for a, b in zip(fast.topk, scan.topk, strict=True):
         assert [e for e, *_ in a] == [e for e, *_ in b]
