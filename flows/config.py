@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ledger.policies import POLICIES
 from storage.objectstore import join
-from valuation import BLOCKS, MODES, LoGraConfig
+from valuation.config import BLOCKS, MODES, LoGraConfig
 from valuation.errors import ConfigurationError
 
 DTYPES = ("float32", "float16")

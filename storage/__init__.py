@@ -18,34 +18,56 @@
   (float32, float16, bfloat16, int8 with per-row scales).
 
 Bad input raises :class:`InputValidationError` subclasses naming file, row, field and reason.
+
+Names load lazily (PEP 562): ``import storage.objectstore`` does not load LanceDB or torch.
 """
 
-from storage.aggregates import (
-    AggregateError,
-    AggregateInfo,
-    Aggregates,
-    aggregate_info,
-    build_aggregates,
-    load_aggregates,
-    tag_aggregates,
-)
-from storage.artifacts import ArtifactStore, checkpoint_fingerprint, sha256_file, tokenizer_fingerprint
-from storage.codec import CODECS, CodecError, CodecOverflowError
-from storage.corpus import CorpusStore, IngestArguments, IngestReport
-from storage.errors import (
-    ArtifactError,
-    CorpusError,
-    CorpusValidationError,
-    InputValidationError,
-    QueryError,
-    QueryValidationError,
-    ValidationIssue,
-)
-from storage.gradients import GradientChunk, GradientStore, GradientTable, ShardWriter
-from storage.queries import QueryAddReport, QueryStore
-from storage.scan import QueryBatch, TableScan, score_table
-from storage.vector_index import IndexArguments, TopK, VectorIndexError, build_index, index_info, topk
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
+_EXPORTS: dict[str, str] = {
+    "AggregateError": "storage.aggregates",
+    "AggregateInfo": "storage.aggregates",
+    "Aggregates": "storage.aggregates",
+    "ArtifactError": "storage.errors",
+    "ArtifactStore": "storage.artifacts",
+    "CODECS": "storage.codec",
+    "CodecError": "storage.codec",
+    "CodecOverflowError": "storage.codec",
+    "CorpusError": "storage.errors",
+    "CorpusStore": "storage.corpus",
+    "CorpusValidationError": "storage.errors",
+    "GradientChunk": "storage.gradients",
+    "GradientStore": "storage.gradients",
+    "GradientTable": "storage.gradients",
+    "IndexArguments": "storage.vector_index",
+    "IngestArguments": "storage.corpus",
+    "IngestReport": "storage.corpus",
+    "InputValidationError": "storage.errors",
+    "QueryAddReport": "storage.queries",
+    "QueryBatch": "storage.scan",
+    "QueryError": "storage.errors",
+    "QueryStore": "storage.queries",
+    "QueryValidationError": "storage.errors",
+    "ShardWriter": "storage.gradients",
+    "TableScan": "storage.scan",
+    "TopK": "storage.vector_index",
+    "ValidationIssue": "storage.errors",
+    "VectorIndexError": "storage.vector_index",
+    "aggregate_info": "storage.aggregates",
+    "build_aggregates": "storage.aggregates",
+    "build_index": "storage.vector_index",
+    "checkpoint_fingerprint": "storage.artifacts",
+    "index_info": "storage.vector_index",
+    "load_aggregates": "storage.aggregates",
+    "score_table": "storage.scan",
+    "sha256_file": "storage.artifacts",
+    "tag_aggregates": "storage.aggregates",
+    "tokenizer_fingerprint": "storage.artifacts",
+    "topk": "storage.vector_index",
+}
 __all__ = [
     "CODECS",
     "AggregateError",
@@ -87,3 +109,44 @@ __all__ = [
     "tokenizer_fingerprint",
     "topk",
 ]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'storage' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # static names for type checkers and IDEs
+    from storage.aggregates import (
+        AggregateError,
+        AggregateInfo,
+        Aggregates,
+        aggregate_info,
+        build_aggregates,
+        load_aggregates,
+        tag_aggregates,
+    )
+    from storage.artifacts import ArtifactStore, checkpoint_fingerprint, sha256_file, tokenizer_fingerprint
+    from storage.codec import CODECS, CodecError, CodecOverflowError
+    from storage.corpus import CorpusStore, IngestArguments, IngestReport
+    from storage.errors import (
+        ArtifactError,
+        CorpusError,
+        CorpusValidationError,
+        InputValidationError,
+        QueryError,
+        QueryValidationError,
+        ValidationIssue,
+    )
+    from storage.gradients import GradientChunk, GradientStore, GradientTable, ShardWriter
+    from storage.queries import QueryAddReport, QueryStore
+    from storage.scan import QueryBatch, TableScan, score_table
+    from storage.vector_index import IndexArguments, TopK, VectorIndexError, build_index, index_info, topk

@@ -19,7 +19,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 _EXPORTS: dict[str, str] = {
-    "BLOCKS": "valuation.modules",
+    "BLOCKS": "valuation.config",
     "BM25": "valuation.lexical",
     "ConfigurationError": "valuation.errors",
     "Coverage": "valuation.modules",
@@ -29,7 +29,7 @@ _EXPORTS: dict[str, str] = {
     "IGNORE_INDEX": "valuation.loss",
     "LoGra": "valuation.logra",
     "LoGraConfig": "valuation.config",
-    "MODES": "valuation.scoring",
+    "MODES": "valuation.config",
     "OptimizerStateError": "valuation.optimizer",
     "Preconditioner": "valuation.fisher",
     "ProjectedFisher": "valuation.fisher",

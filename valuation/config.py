@@ -10,6 +10,8 @@ from typing import Literal
 from valuation.errors import ConfigurationError
 
 InitName = Literal["random", "pca", "identity"]
+BLOCKS = "@blocks"  # include entry: every linear layer inside the model's repeated blocks
+MODES: tuple[str, ...] = ("if", "relatif", "cosine")  # scoring modes (valuation/scoring.py)
 
 
 _LATER_DEFAULTS = {"optimizer_scaling": False, "optimizer_eps": 1e-8}

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from valuation.config import BLOCKS
 from valuation.errors import ConfigurationError
 
 try:  # transformers' GPT-2 Conv1D stores W transposed: (n_in, n_out).
@@ -38,9 +39,6 @@ def linear_shape(module: nn.Module) -> tuple[int, int, bool] | None:
         n_in, n_out = module.weight.shape
         return n_in, n_out, True
     return None
-
-
-BLOCKS = "@blocks"  # include entry: every linear layer inside the model's repeated blocks
 
 
 def block_index(name: str) -> int | None:

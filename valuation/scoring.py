@@ -13,10 +13,10 @@ from typing import Literal
 
 import torch
 
+from valuation.config import MODES
 from valuation.fisher import Preconditioner
 
 Mode = Literal["if", "relatif", "cosine"]
-MODES: tuple[str, ...] = ("if", "relatif", "cosine")
 _EPS = 1e-30
 
 
