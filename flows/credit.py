@@ -81,7 +81,15 @@ def post_credits(app: App, val: Valuation, weights: dict | None = None):
     that run); a query the policy refuses (NaN scores...) is set aside with the reason and the
     others are posted. Returns the :class:`ledger.PostReport`, or None when nothing was left to post.
     """
-    from ledger import PolicyInputError, RunCheckpointRef, RunRecord, live_credits, post_run
+    from ledger import (
+        PolicyInputError,
+        QueryAlreadyCreditedError,
+        RunCheckpointRef,
+        RunRecord,
+        RunReversedError,
+        live_credits,
+        post_run,
+    )
 
     s = app.settings
     weights = weights or {}
@@ -103,6 +111,8 @@ def post_credits(app: App, val: Valuation, weights: dict | None = None):
         "table_tags": {cs.checkpoint_id: cs.tag for cs in val.per_checkpoint},
     }
 
+    revaluation = 0
+
     def record(rs: list) -> RunRecord:
         return RunRecord(
             batch_id=f"{val.lineage}-batch-" + digest(sorted(r.query_id for r in rs)),
@@ -116,6 +126,7 @@ def post_credits(app: App, val: Valuation, weights: dict | None = None):
             code_version=app.code_version,
             topk_method=",".join(methods),
             lexical={q: e for q, e in lexical.items() if q in {r.query_id for r in rs}},
+            revaluation=revaluation,
         )
 
     lexical = lexical_evidence(app, val, s.lexical_topk, val.corpus_version) if val.corpus_version else {}
@@ -136,6 +147,11 @@ def post_credits(app: App, val: Valuation, weights: dict | None = None):
                 raise
             app.queries.set_aside([exc.query_id], str(exc))
             results = [r for r in results if r.query_id != exc.query_id]
+        except RunReversedError:
+            revaluation += 1  # the same batch valued again after its run was reversed: a new run
+        except QueryAlreadyCreditedError as exc:  # another poster credited some of them meanwhile
+            elsewhere.update(exc.credited)
+            results = [r for r in results if r.query_id not in exc.credited]
     failpoint("after-post")
     for run_id, ids in _by_run(elsewhere).items():
         app.queries.mark_valued(ids, run_id)
