@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 TopK = list[tuple[str, str, str, float]]  # (example_id, doc_id, provider_id, score)
 
@@ -82,6 +84,8 @@ class Valuation:
 
     @classmethod
     def load(cls, path: Path) -> Valuation:
+        import torch
+
         blob = json.loads(Path(path).read_text())
         per = [
             CheckpointScores(
