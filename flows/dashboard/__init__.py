@@ -1,0 +1,11 @@
+"""The analyst's dashboard (Dash + Plotly) over the ledger's SQL views.
+
+- :func:`create_app` (a ``dash.Dash`` over an engine), :func:`serve` with :class:`DashboardArguments`:
+  ``dataworth dashboard``. Pages: providers (ranked, credit over day/week/month), a provider (trend,
+  paying queries, top documents, by checkpoint, statement + CSV export), a query receipt, runs, a run.
+- :mod:`flows.dashboard.queries`: the paginated reads of the views (shared with :mod:`flows.report`).
+"""
+
+from flows.dashboard.app import DashboardArguments, create_app, serve
+
+__all__ = ["DashboardArguments", "create_app", "serve"]
