@@ -18,8 +18,8 @@ from markupsafe import Markup
 from sqlalchemy import Engine
 
 from flows.dashboard import queries
+from flows.dashboard.cells import cell
 from flows.dashboard.charts import credit_figure
-from flows.dashboard.tables import cell
 from flows.errors import ConfigurationError
 from ledger import read_view, statement
 

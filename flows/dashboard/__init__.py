@@ -6,6 +6,15 @@
 - :mod:`flows.dashboard.queries`: the paginated reads of the views (shared with :mod:`flows.report`).
 """
 
-from flows.dashboard.app import DashboardArguments, create_app, serve
+from __future__ import annotations
 
 __all__ = ["DashboardArguments", "create_app", "serve"]
+
+
+def __getattr__(name: str):
+    # Dash loads only for the app: the report and the benchmarks import the queries without it.
+    if name in __all__:
+        from flows.dashboard import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'flows.dashboard' has no attribute {name!r}")

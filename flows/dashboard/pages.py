@@ -13,8 +13,9 @@ from urllib.parse import urlencode
 from dash import MATCH, Input, Output, State, callback, dcc, html
 
 from flows.dashboard import queries
+from flows.dashboard.cells import cell
 from flows.dashboard.charts import credit_figure
-from flows.dashboard.tables import cell, engine, link, loader, paged_table, static_table
+from flows.dashboard.tables import engine, link, loader, paged_table, static_table
 from ledger import LedgerError, query_receipt
 
 TOP_PROVIDERS_CHARTED = 10

@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from datetime import date
-from decimal import Decimal
 from urllib.parse import urlencode
 
 from dash import MATCH, Input, Output, State, callback, dash_table
 from sqlalchemy import Engine
 
 from flows.dashboard import queries
+from flows.dashboard.cells import cell
 
 Loader = Callable[[Engine, dict, int, int], list[dict]]
 LOADERS: dict[str, Loader] = {}
@@ -45,20 +44,6 @@ def loader(name: str):
 def link(label: str, path: str, **params: str) -> str:
     """A markdown link with a fixed label; the URL's query string is percent-encoded."""
     return f"[{label}]({path}?{urlencode(params)})"
-
-
-def cell(value) -> str | int:
-    if value is None:
-        return ""
-    if isinstance(value, Decimal):
-        return f"{value:.6f}"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True)
-    return value if isinstance(value, int) else str(value)
 
 
 def rows_of(rows: list[dict]) -> list[dict]:

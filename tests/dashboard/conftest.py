@@ -7,29 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from infra.localpg import free_port
 from ledger import open_ledger
+from tests.dashboard.browser import CHROMEDRIVER, CHROMIUM, REPO, dashboard_server, make_driver
 from tests.dashboard.ledger_data import fill
-
-REPO = Path(__file__).resolve().parents[2]
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-CHROMIUM_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1400,1000",
-)
 
 
 def ensure_chromium() -> None:
@@ -67,17 +51,7 @@ def screenshots(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def browser(tmp_path_factory, downloads):
     ensure_chromium()
-    os.environ.setdefault("SE_OFFLINE", "true")  # selenium never fetches a browser or a driver
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        options.add_argument(flag)
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads)})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    driver = make_driver(tmp_path_factory.mktemp("chromium-profile"), downloads)
     yield driver
     driver.quit()
 
@@ -118,38 +92,9 @@ def cli(home: Path, db_url: str, *args: str, timeout: int = 120) -> subprocess.C
 
 @pytest.fixture(scope="module")
 def dashboard(ledger_url, home):
-    """``dataworth dashboard --db-url URL`` on a free loopback port; yields its base URL."""
-    port = free_port()
-    env = {**os.environ, "DATAWORTH_HOME": str(home)}
-    log = open(home / f"dashboard-{port}.log", "wb")  # noqa: SIM115 - the server's lifetime
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "dashboard", "--db-url", ledger_url, "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/", timeout=5) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                log.close()
-                pytest.fail(f"dashboard did not come up: {(home / f'dashboard-{port}.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-    yield base
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+    """``dataworth dashboard --db-url URL`` serving the module's ledger; yields its base URL."""
+    with dashboard_server(ledger_url, home) as base:
+        yield base
 
 
 def save_screenshot(driver, screenshots: Path, name: str) -> Path:

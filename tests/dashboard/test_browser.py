@@ -11,6 +11,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from ledger import read_view
+from tests.dashboard.browser import open_page as load
 from tests.dashboard.conftest import cli, save_screenshot
 from tests.dashboard.ledger_data import ALL_PROVIDERS, EVIL
 
@@ -18,12 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def open_page(driver, base: str, path: str, **params: str) -> None:
-    """Load a page and wait until Dash has drawn it and every paged table holds its first page."""
-    driver.get(base + path + (f"?{urlencode(params)}" if params else ""))
-    wait = WebDriverWait(driver, 30)
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".page h2"))
-    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "[data-dash-is-loading='true']"))
-    time.sleep(0.5)  # the last callbacks' rows reach the DOM
+    load(driver, base, path + (f"?{urlencode(params)}" if params else ""))
 
 
 def column(driver, name: str, table: int = 0) -> list[str]:
