@@ -38,7 +38,11 @@ def _top_documents(eng, args, offset, limit):
 @loader("paying_queries")
 def _paying_queries(eng, args, offset, limit):
     rows = queries.paying_queries(eng, args["provider_id"], offset, limit)
-    return [r | {"receipt": link("receipt", "/query", id=r["query_id"], run=r["run_id"])} for r in rows]
+    status = queries.run_status(eng, [r["run_id"] for r in rows])
+    return [
+        r | {"run_status": status[r["run_id"]], "receipt": link("receipt", "/query", id=r["query_id"], run=r["run_id"])}
+        for r in rows
+    ]
 
 
 @loader("statement")
@@ -169,7 +173,7 @@ def provider_layout(id: str | None = None, **_):
             paged_table(
                 "paying_queries",
                 scope,
-                ["run_id", "day", "query_id", "prompt", "score", "credit", "basis", "receipt"],
+                ["run_id", "run_status", "day", "query_id", "prompt", "score", "credit", "basis", "receipt"],
                 n_paid,
                 links=("receipt",),
             ),

@@ -130,6 +130,15 @@ def paying_queries(engine: Engine, provider_id: str, offset: int = 0, limit: int
     )
 
 
+def run_status(engine: Engine, run_ids: list[str]) -> dict[str, str]:
+    """``{run_id: "posted" | "reversed"}`` (``v_run_health``) for ``run_ids``."""
+    if not run_ids:
+        return {}
+    names = {f"r{i}": r for i, r in enumerate(sorted(set(run_ids)))}
+    where = f"run_id IN ({', '.join(':' + n for n in names)})"
+    return {r["run_id"]: r["status"] for r in read_view(engine, "v_run_health", where, names)}
+
+
 def by_checkpoint(engine: Engine, provider_id: str) -> list[dict]:
     """The provider's credit per checkpoint, measured from each checkpoint's own scores."""
     return read_view(

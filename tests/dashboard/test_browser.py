@@ -62,6 +62,8 @@ def test_provider_page_shows_the_queries_that_paid_it_and_document_excerpts(
     )
     assert column(browser, "query_id", table=0) == [r["query_id"] for r in paid]
     assert column(browser, "prompt", table=0) == [r["prompt"] for r in paid]
+    status = {r["run_id"]: r["status"] for r in read_view(engine, "v_run_health")}
+    assert column(browser, "run_status", table=0) == [status[r["run_id"]] for r in paid]  # reversed credits say so
     assert f"text of {provider}-doc" in " ".join(column(browser, "excerpt", table=1))
     by_ck = {
         r["checkpoint_id"]: f"{r['credit']:.6f}"
