@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -107,6 +108,24 @@ def fill(url: str, entries: int, providers: int, queries_per_run: int, topk: int
     return {"runs": runs, "entries": written, "daily_rows": deltas, "fill_s": seconds}
 
 
+# Indexes the ledger does not have (no migration adds them): measured with --indexes to show what
+# they would buy the provider page (top documents, statement attributions, credit by checkpoint).
+SUGGESTED_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS ix_query_attribution_provider ON query_attribution (provider_id, doc_id)",
+    "CREATE INDEX IF NOT EXISTS ix_entry_split_provider ON entry_split (provider_id, checkpoint_id)",
+    "CREATE INDEX IF NOT EXISTS ix_attribution_evidence_provider ON attribution_evidence (provider_id, doc_id)",
+)
+
+
+def add_indexes(url: str) -> None:
+    engine = open_ledger(url)
+    with engine.begin() as c:
+        for sql in SUGGESTED_INDEXES:
+            c.execute(text(sql))
+        c.execute(text("ANALYZE"))
+    engine.dispose()
+
+
 def page_paths(provider: str, run_id: str, query_id: str) -> dict[str, str]:
     return {
         "providers": "/",
@@ -187,8 +206,10 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=100, help="queries per run")
     parser.add_argument("--topk", type=int, default=10, help="providers credited per query")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--indexes", action="store_true", help="measure again with SUGGESTED_INDEXES")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the local PostgreSQL on kill
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp, LocalPostgres() as pg:
         for n in args.entries:
@@ -203,7 +224,13 @@ def main() -> None:
                 r["server ms"] = server_side_ms(url, "p0007", run_id, query_id, args.repeat)
                 r["browser ms"] = browser_ms(url, home, "p0007", run_id, query_id, args.repeat)
                 results[label] = r
-                console.print(json.dumps(r, indent=1))
+                if args.indexes:
+                    add_indexes(url)
+                    results[label + " +indexes"] = r | {
+                        "server ms": server_side_ms(url, "p0007", run_id, query_id, args.repeat),
+                        "browser ms": browser_ms(url, home, "p0007", run_id, query_id, args.repeat),
+                    }
+                console.print(json.dumps(results, indent=1))
                 if args.json:
                     args.json.write_text(json.dumps(results, indent=2))
     table(

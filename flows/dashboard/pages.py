@@ -49,8 +49,7 @@ def _paying_queries(eng, args, offset, limit):
 def _statement(eng, args, offset, limit):
     from ledger import statement
 
-    lines = statement(eng, args["provider_id"]).lines[offset : offset + limit]
-    return [line.__dict__ for line in lines]
+    return [line.__dict__ for line in statement(eng, args["provider_id"], limit=limit, offset=offset).lines]
 
 
 @loader("runs")
@@ -80,7 +79,7 @@ def figures(pairs: list[tuple[str, object]]) -> html.Div:
 
 
 def trend(scope: dict) -> html.Div:
-    """Credit over time, a day/week/month selector; ``scope``: ``{"provider_id": ...}`` or ``{}`` (top providers)."""
+    """Credit over time with a day/week/month selector; ``scope``: ``{"provider_id"}`` or ``{"provider_ids"}``."""
     key = json.dumps(scope, sort_keys=True)
     return html.Div(
         [
@@ -104,10 +103,7 @@ def trend(scope: dict) -> html.Div:
 def _trend_figure(window: str, radio_id: dict):
     scope = json.loads(radio_id["scope"])
     eng = engine()
-    if "provider_id" in scope:
-        ids = [scope["provider_id"]]
-    else:
-        ids = [r["provider_id"] for r in queries.providers(eng, 0, TOP_PROVIDERS_CHARTED)]
+    ids = scope["provider_ids"] if "provider_ids" in scope else [scope["provider_id"]]
     return credit_figure(queries.credit_series(eng, window, ids), window)
 
 
@@ -124,13 +120,14 @@ def href(path: str, **params: str) -> str:
 
 def providers_layout(**_):
     eng = engine()
-    total = queries.count(eng, "v_provider_summary")
+    total = queries.count(eng, "v_provider")  # the summary's rows, without its aggregates
+    top = [r["provider_id"] for r in queries.providers(eng, 0, TOP_PROVIDERS_CHARTED)]
     columns = ["provider_id", "name", "status", "credit_total", "credit_30d", "credit_7d", "queries_paid", "runs"]
     return html.Div(
         [
             html.H2("Providers ranked by credit"),
-            html.P(f"{total} providers; the chart shows the top {min(total, TOP_PROVIDERS_CHARTED)}."),
-            trend({}),
+            html.P(f"{total} providers; the chart shows the top {len(top)}."),
+            trend({"provider_ids": top}),
             paged_table("providers", {}, [*columns, "first_day", "last_day", "open"], total, links=("open",)),
         ]
     )
@@ -147,9 +144,7 @@ def provider_layout(id: str | None = None, **_):
     scope = {"provider_id": id}
     n_docs = queries.count(eng, "v_provider_top_documents", "provider_id = :p", {"p": id})
     n_paid = queries.count(eng, "v_query_receipt", "provider_id = :p", {"p": id})
-    from ledger import statement
-
-    st = statement(eng, id)
+    st = queries.statement_summary(eng, id)
     return html.Div(
         [
             html.H2(["Provider ", html.Span(id, className="ident")]),
@@ -182,7 +177,7 @@ def provider_layout(id: str | None = None, **_):
             html.H3("Credit by checkpoint (measured)"),
             static_table("by-checkpoint", queries.by_checkpoint(eng, id), ["checkpoint_id", "credit"]),
             html.H3("Statement"),
-            figures([(kind, total) for kind, total in sorted(st.totals_by_kind().items())] + [("total", st.total)]),
+            figures([*st["by_kind"].items(), ("total", sum(st["by_kind"].values()))]),
             html.A(
                 "Download statement (CSV)",
                 id="statement-csv",
@@ -194,7 +189,7 @@ def provider_layout(id: str | None = None, **_):
                 "statement",
                 scope,
                 ["entry_id", "day", "run_id", "query_id", "kind", "basis", "amount", "top_documents"],
-                len(st.lines),
+                st["lines"],
             ),
         ]
     )

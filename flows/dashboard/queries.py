@@ -2,9 +2,9 @@
 
 Everything here goes through :func:`ledger.read_view` (typed rows: credits as ``Decimal``, days as
 ``date``) so a page shows exactly what a BI tool pointed at the views sees. Three reads go past the
-views because no view carries them, each reusing the ledger's own read side: the statement
-(:func:`ledger.statement`, the same lines as ``dataworth statement``), a query's receipt
-(:func:`ledger.query_receipt`: the run's settings JSON) and a run's checkpoint list.
+views because no view carries them: the statement (:func:`ledger.statement`, the same lines as
+``dataworth statement``, and its line count and totals by kind), a query's receipt
+(:func:`ledger.query_receipt`: the run's settings JSON) and a run's settings and checkpoint list.
 """
 
 from __future__ import annotations
@@ -128,6 +128,17 @@ def paying_queries(engine: Engine, provider_id: str, offset: int = 0, limit: int
         limit=limit,
         offset=offset,
     )
+
+
+def statement_summary(engine: Engine, provider_id: str) -> dict:
+    """``{"lines": n, "by_kind": {kind: Decimal}}`` of the provider's statement (its ledger entries)."""
+    sql = "SELECT kind, COUNT(*), SUM(amount_micros) FROM ledger_entry WHERE provider_id = :p GROUP BY kind"
+    with engine.connect() as conn:
+        rows = conn.execute(text(sql), {"p": provider_id}).all()
+    return {
+        "lines": sum(n for _, n, _ in rows),
+        "by_kind": {kind: Decimal(int(m)) / 1_000_000 for kind, _, m in sorted(rows)},
+    }
 
 
 def run_status(engine: Engine, run_ids: list[str]) -> dict[str, str]:

@@ -100,9 +100,7 @@ def dashboard(ledger_url, home):
 
 def save_screenshot(driver, screenshots: Path, name: str) -> Path:
     """Full-page screenshot (the window grown to the page's height) into the run's dir."""
-    height = driver.execute_script(
-        "return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)"
-    )
+    height = driver.execute_script("return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)")
     driver.set_window_size(1400, min(max(height + 160, 800), 6000))  # + the window's own bars
     time.sleep(0.3)  # the page reflows to the new size
     path = screenshots / f"{name}.png"

@@ -93,3 +93,15 @@ def test_run_reads(engine):
     assert len(rows) == queries.count(engine, "v_query_receipt", "run_id = :r", {"r": live["run_id"]})
     with pytest.raises(UnknownRunError):
         queries.run(engine, "run-nope")
+
+
+@pytest.mark.parametrize("provider", ["alpha", EVIL])
+def test_statement_pages_and_summary_equal_the_whole_statement(engine, provider):
+    from ledger import statement
+
+    whole = statement(engine, provider)
+    pages = [statement(engine, provider, limit=5, offset=o).lines for o in range(0, len(whole.lines), 5)]
+    assert [line for page in pages for line in page] == whole.lines  # top documents included
+    assert statement(engine, provider, limit=5, offset=len(whole.lines)).lines == []
+    summary = queries.statement_summary(engine, provider)
+    assert summary == {"lines": len(whole.lines), "by_kind": whole.totals_by_kind()}
