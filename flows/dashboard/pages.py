@@ -90,7 +90,7 @@ def trend(scope: dict) -> html.Div:
                 inline=True,
                 className="windows",
             ),
-            dcc.Graph(id={"type": "trend", "scope": key}, config={"displaylogo": False}),
+            dcc.Graph(id={"type": "trend", "scope": key}, figure=_figure(scope, "day"), config={"displaylogo": False}),
         ]
     )
 
@@ -99,12 +99,15 @@ def trend(scope: dict) -> html.Div:
     Output({"type": "trend", "scope": MATCH}, "figure"),
     Input({"type": "window", "scope": MATCH}, "value"),
     State({"type": "window", "scope": MATCH}, "id"),
+    prevent_initial_call=True,  # the layout draws the daily chart
 )
 def _trend_figure(window: str, radio_id: dict):
-    scope = json.loads(radio_id["scope"])
-    eng = engine()
+    return _figure(json.loads(radio_id["scope"]), window)
+
+
+def _figure(scope: dict, window: str):
     ids = scope["provider_ids"] if "provider_ids" in scope else [scope["provider_id"]]
-    return credit_figure(queries.credit_series(eng, window, ids), window)
+    return credit_figure(queries.credit_series(engine(), window, ids), window)
 
 
 def problem(message: str) -> html.Div:

@@ -77,10 +77,26 @@ def credit_series(
 
 
 def providers(engine: Engine, offset: int = 0, limit: int | None = PAGE_SIZE) -> list[dict]:
-    """``v_provider_summary`` rows ranked by total credit (then id)."""
-    return read_view(
-        engine, "v_provider_summary", order_by="credit_total DESC, provider_id", limit=limit, offset=offset
+    """``v_provider_summary`` rows ranked by total credit (then id).
+
+    The page's ids are ranked on ``v_provider_credit_daily`` (one sum per provider), then only their
+    summary rows are read: ordering the whole summary view computes every provider's 7/30-day windows.
+    """
+    sql = (
+        "SELECT p.provider_id FROM v_provider p LEFT JOIN (SELECT provider_id, ROUND(SUM(credit), 6) AS total"
+        " FROM v_provider_credit_daily GROUP BY provider_id) c ON c.provider_id = p.provider_id"
+        " ORDER BY COALESCE(c.total, 0) DESC, p.provider_id"
     )
+    if limit is not None:
+        sql += f" LIMIT {int(limit)} OFFSET {int(offset)}"
+    with engine.connect() as conn:
+        ids = list(conn.execute(text(sql)).scalars())
+    if not ids:
+        return []
+    names = {f"p{i}": p for i, p in enumerate(ids)}
+    rows = read_view(engine, "v_provider_summary", f"provider_id IN ({', '.join(':' + n for n in names)})", names)
+    rank = {p: i for i, p in enumerate(ids)}
+    return sorted(rows, key=lambda r: rank[r["provider_id"]])
 
 
 def provider(engine: Engine, provider_id: str) -> dict:

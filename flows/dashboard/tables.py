@@ -1,7 +1,8 @@
 """Paginated tables: Dash ``DataTable`` with server-side pages (``page_action="custom"``).
 
-A table is named by a loader in :data:`LOADERS`; its component id carries the loader's arguments,
-and one pattern-matching callback fills whichever page the user opens with ``LIMIT/OFFSET`` reads.
+A table is named by a loader in :data:`LOADERS`; its component id carries the loader's arguments.
+The layout holds the first page; one pattern-matching callback reads whichever page the user opens
+next with ``LIMIT/OFFSET``.
 Cells are plain text (the table escapes them); links are markdown cells whose label is fixed and
 whose URL is percent-encoded, so no id or text from the ledger is ever read as markup.
 """
@@ -75,7 +76,7 @@ def paged_table(name: str, args: dict, columns: list[str], total: int, links: tu
     return dash_table.DataTable(
         id={"type": "paged", "name": name, "args": json.dumps(args, sort_keys=True)},
         columns=_columns(columns, links),
-        data=[],
+        data=rows_of(LOADERS[name](engine(), args, 0, queries.PAGE_SIZE)),  # the first page comes with the layout
         page_action="custom",
         page_current=0,
         page_size=queries.PAGE_SIZE,
@@ -100,6 +101,7 @@ def static_table(table_id: str, rows: list[dict], columns: list[str], links: tup
     Output({"type": "paged", "name": MATCH, "args": MATCH}, "data"),
     Input({"type": "paged", "name": MATCH, "args": MATCH}, "page_current"),
     State({"type": "paged", "name": MATCH, "args": MATCH}, "id"),
+    prevent_initial_call=True,
 )
 def _load_page(page: int | None, table_id: dict) -> list[dict]:
     size = queries.PAGE_SIZE

@@ -8,14 +8,16 @@ from ledger import ensure_providers, post_run, reverse_run, set_provider
 from tests.ledger.helpers import PROVIDERS, query, record, setup_ledger, with_evidence
 
 EVIL = "<b>evil</b>[red]&co"  # must show as these characters, never as markup
-ALL_PROVIDERS = [*PROVIDERS, EVIL]
+BULK = [f"bulk-{i:02d}" for i in range(30)]  # small providers: the providers page has a second page
+ALL_PROVIDERS = [*PROVIDERS, EVIL, *BULK]
 DAYS = ["2026-11-02", "2026-11-09", "2026-11-20", "2026-12-01"]
 
 
 def fill(engine) -> dict:
-    """Post four runs on four days (the third reversed); returns ``{"runs": [...], "reversed": run_id}``."""
+    """Post four runs on four days (the third reversed) and one paying the small providers on the first
+    day; returns ``{"runs": [...], "reversed": run_id}``."""
     setup_ledger(engine, checkpoints=("ck1", "ck2"))
-    ensure_providers(engine, [EVIL])
+    ensure_providers(engine, [EVIL, *BULK])
     set_provider(engine, "alpha", name="Alpha Press", metadata={"licence": "CC-BY", "contact": "a@example.org"})
     set_provider(engine, EVIL, name="<i>Evil</i> Corp")
     two = (("ck1", 1.0), ("ck2", 1.0))
@@ -32,4 +34,8 @@ def fill(engine) -> dict:
         rec = with_evidence(rec, influence={"ck1": 3.0, "ck2": 1.0} if i % 2 else {"ck1": 1.0, "ck2": 2.0})
         runs.append(post_run(engine, rec).run_id)
     reverse_run(engine, runs[2], day=DAYS[3], by="analyst: bad checkpoint")
+    bulk = [query(f"bulk-q{i}", f"0.0{i + 1:02d}", [(p, 1.0)]) for i, p in enumerate(BULK)]
+    rec = record(batch="bulk", queries=bulk, checkpoints=two, day=DAYS[0])
+    rec.corpus_share.update(dict.fromkeys(BULK, 1))
+    post_run(engine, with_evidence(rec))
     return {"runs": runs, "reversed": runs[2]}
