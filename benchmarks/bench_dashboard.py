@@ -117,11 +117,13 @@ SUGGESTED_INDEXES = (
 )
 
 
-def add_indexes(url: str) -> None:
+def add_indexes(url: str, drop: bool = False) -> None:
+    """Create :data:`SUGGESTED_INDEXES` (or drop them: an existing ledger measured as the schema has it)."""
     engine = open_ledger(url)
     with engine.begin() as c:
         for sql in SUGGESTED_INDEXES:
-            c.execute(text(sql))
+            name = sql.split(" IF NOT EXISTS ")[1].split()[0]
+            c.execute(text(f"DROP INDEX IF EXISTS {name}" if drop else sql))
         c.execute(text("ANALYZE"))
     engine.dispose()
 
@@ -198,6 +200,21 @@ def browser_ms(url: str, home: Path, provider: str, run_id: str, query_id: str, 
     return out
 
 
+def measure_existing(url: str, tmp: Path, args) -> dict:
+    """Page loads on an existing ledger, without then with :data:`SUGGESTED_INDEXES`."""
+    out = {}
+    for label, drop in (("schema indexes", True), ("+indexes", False)):
+        add_indexes(url, drop=drop)
+        home = tmp / label.replace(" ", "-")
+        home.mkdir()
+        out[label] = {
+            "server ms": server_side_ms(url, "p0007", "run00001", "q1-0", args.repeat),
+            "browser ms": browser_ms(url, home, "p0007", "run00001", "q1-0", args.repeat),
+        }
+        console.print(json.dumps(out, indent=1))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", type=int, nargs="+", default=[10_000, 1_000_000])
@@ -207,10 +224,18 @@ def main() -> None:
     parser.add_argument("--topk", type=int, default=10, help="providers credited per query")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--indexes", action="store_true", help="measure again with SUGGESTED_INDEXES")
+    parser.add_argument("--ledger", default=None, help="measure this ledger URL instead of filling new ones")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the local PostgreSQL on kill
     results: dict[str, dict] = {}
+    if args.ledger:  # measure a ledger filled earlier (e.g. kept from a previous run)
+        with tempfile.TemporaryDirectory() as tmp:
+            results = measure_existing(args.ledger, Path(tmp), args)
+        print(json.dumps(results, indent=1))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return
     with tempfile.TemporaryDirectory() as tmp, LocalPostgres() as pg:
         for n in args.entries:
             for db in args.db:

@@ -124,14 +124,15 @@ def href(path: str, **params: str) -> str:
 def providers_layout(**_):
     eng = engine()
     total = queries.count(eng, "v_provider")  # the summary's rows, without its aggregates
-    top = [r["provider_id"] for r in queries.providers(eng, 0, TOP_PROVIDERS_CHARTED)]
+    first = _providers(eng, {}, 0, queries.PAGE_SIZE)
+    top = [r["provider_id"] for r in first[:TOP_PROVIDERS_CHARTED]]
     columns = ["provider_id", "name", "status", "credit_total", "credit_30d", "credit_7d", "queries_paid", "runs"]
     return html.Div(
         [
             html.H2("Providers ranked by credit"),
             html.P(f"{total} providers; the chart shows the top {len(top)}."),
             trend({"provider_ids": top}),
-            paged_table("providers", {}, [*columns, "first_day", "last_day", "open"], total, links=("open",)),
+            paged_table("providers", {}, [*columns, "first_day", "last_day", "open"], total, ("open",), first),
         ]
     )
 

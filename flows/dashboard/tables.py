@@ -71,12 +71,17 @@ _STYLE = {
 }
 
 
-def paged_table(name: str, args: dict, columns: list[str], total: int, links: tuple[str, ...] = ()):
-    """A table whose pages the :data:`LOADERS` entry ``name`` reads on demand (``total`` rows in all)."""
+def paged_table(
+    name: str, args: dict, columns: list[str], total: int, links: tuple[str, ...] = (), first: list[dict] | None = None
+):
+    """A table whose pages the :data:`LOADERS` entry ``name`` reads on demand (``total`` rows in all).
+
+    ``first``: its first page when the caller has read it already.
+    """
     return dash_table.DataTable(
         id={"type": "paged", "name": name, "args": json.dumps(args, sort_keys=True)},
         columns=_columns(columns, links),
-        data=rows_of(LOADERS[name](engine(), args, 0, queries.PAGE_SIZE)),  # the first page comes with the layout
+        data=rows_of(first if first is not None else LOADERS[name](engine(), args, 0, queries.PAGE_SIZE)),
         page_action="custom",
         page_current=0,
         page_size=queries.PAGE_SIZE,
