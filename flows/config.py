@@ -85,9 +85,11 @@ class LogArguments:
     shard_dispatch: str = "local"
     shard_deployment: str = "log_shard/dataworth-log-shard"
     shard_attempts: int = 3
+    # finalize builds a vector index (top-k without a full scan) on tables of at least this many rows
+    index_min_rows: int = 200_000
 
     def __post_init__(self) -> None:
-        for name in ("max_length", "batch_size", "num_shards", "chunk_rows", "shard_attempts"):
+        for name in ("max_length", "batch_size", "num_shards", "chunk_rows", "shard_attempts", "index_min_rows"):
             _positive(name, getattr(self, name))
         _check(self.dtype, DTYPES, "dtype")
         _check(self.shard_dispatch, DISPATCHES, "shard_dispatch")
@@ -104,9 +106,13 @@ class ScoreArguments:
     # "normalised": each checkpoint's per-query scores divided by their mean |score| before adding
     # (equal say per checkpoint); "sum": raw scores
     checkpoint_combine: str = "normalised"
+    # BM25 top-k per query stored beside the influence top-k as lexical evidence (0: off); never credited
+    lexical_topk: int = 10
 
     def __post_init__(self) -> None:
         _check(self.mode, MODES, "scoring mode")
+        if not isinstance(self.lexical_topk, int) or self.lexical_topk < 0:
+            raise ConfigurationError(f"lexical_topk must be an integer >= 0, got {self.lexical_topk!r}")
         _check(self.policy, POLICIES, "policy")
         _check(self.checkpoint_combine, COMBINES, "checkpoint_combine")
         _positive("topk", self.topk)

@@ -6,6 +6,7 @@ credited (:func:`reconcile`)."""
 from __future__ import annotations
 
 from flows.app import App
+from flows.evidence import lexical_evidence
 from flows.failpoints import failpoint
 from flows.scores import Valuation
 from flows.valuate import digest
@@ -114,8 +115,10 @@ def post_credits(app: App, val: Valuation, weights: dict | None = None):
             artifact_hashes=hashes,
             code_version=app.code_version,
             topk_method=",".join(methods),
+            lexical={q: e for q, e in lexical.items() if q in {r.query_id for r in rs}},
         )
 
+    lexical = lexical_evidence(app, val, s.lexical_topk, val.corpus_version) if val.corpus_version else {}
     # Queries another live run credited are left out (this run's own, if it was posted, stay in:
     # re-posting it is a no-op).
     credited = live_credits(app.ledger, [r.query_id for r in results])

@@ -48,6 +48,7 @@ class Valuation:
     scoring: dict = field(default_factory=dict)  # every setting that shaped the numbers
     per_checkpoint: list[CheckpointScores] = field(default_factory=list)
     corpus_share: dict[str, int] = field(default_factory=dict)  # examples per provider, pinned version
+    corpus_version: int = 0  # the newest pinned version among the checkpoints (pro-rata, lexical evidence)
 
     def save(self, path: Path) -> Path:
         blob = {
@@ -57,6 +58,7 @@ class Valuation:
             "providers": self.providers,
             "scoring": self.scoring,
             "corpus_share": self.corpus_share,
+            "corpus_version": self.corpus_version,
             "per_checkpoint": [
                 {
                     "checkpoint_id": cs.checkpoint_id,
@@ -103,6 +105,7 @@ class Valuation:
             blob.get("scoring", {}),
             per,
             blob.get("corpus_share", {}),
+            blob.get("corpus_version", 0),
         )
 
     def combined(self, weights: dict[str, float] | None = None, normalise: bool = False):
@@ -121,13 +124,15 @@ class Valuation:
             [weights.get(cs.checkpoint_id, 1.0) for cs in self.per_checkpoint],
             normalise,
         )
+        # Σ max(s, 0) is unknown on the aggregate path (NaN): such a run records no positive sums.
+        exact_positive = not bool(positive.isnan().any())
         return [
             QueryResult(
                 qid,
                 self.values[qi],
                 [TopKEntry(ex, d, p, s) for ex, d, p, s in topk[qi]],
                 {p: float(sums[qi, code]) for code, p in enumerate(self.providers)},
-                {p: float(positive[qi, code]) for code, p in enumerate(self.providers)},
+                {p: float(positive[qi, code]) for code, p in enumerate(self.providers)} if exact_positive else {},
             )
             for qi, qid in enumerate(self.query_ids)
         ]

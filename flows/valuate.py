@@ -10,6 +10,7 @@ from flows.checkpoint.context import CheckpointContext
 from flows.checkpoint.fit import load_logra, to_device
 from flows.errors import ConfigurationError, NotReadyError
 from flows.failpoints import failpoint
+from flows.fastpath import fast_path_allowed, score_fast
 from flows.progress import NULL, Reporter
 from flows.scores import CheckpointScores, Valuation
 
@@ -92,6 +93,10 @@ def score_checkpoint(
     q_pre = pre(q)
     table = ctx.table()
     version = pin_version(table, tag)
+    if fast_path_allowed(s):
+        fast = score_fast(ctx, q, q_pre, n_providers, tag, version)
+        if fast is not None:
+            return fast
     scorer = StreamingScorer(
         q_pre,
         topk=s.topk,
@@ -178,6 +183,7 @@ def value_lineage(
     )
     newest = max(checkpoints, key=lambda c: c.corpus_version)
     val.corpus_share = app.corpus.example_counts(newest.tokenizer_key, newest.corpus_version)
+    val.corpus_version = newest.corpus_version
     for ctx in checkpoints:
         val.per_checkpoint.append(score_checkpoint(ctx, queries, len(providers), f"valuation-{batch}", reporter))
     return val

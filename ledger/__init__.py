@@ -27,6 +27,7 @@ from ledger.errors import (
     UnknownProviderError,
     UnknownQueryError,
     UnknownRunError,
+    UnknownViewError,
 )
 from ledger.models import (
     MICROS,
@@ -53,16 +54,12 @@ from ledger.posting import (
     PostReport,
     RunCheckpointRef,
     RunRecord,
-    credited_queries,
-    ensure_providers,
-    live_credits,
     post_run,
-    register_checkpoint,
     reverse_run,
-    set_provider,
-    withdraw_provider,
 )
+from ledger.query_credit import credited_queries, live_credits
 from ledger.read import attributions, credits, query_receipt, runs
+from ledger.registry import ensure_providers, register_checkpoint, set_provider, withdraw_provider
 from ledger.statement import Statement, statement
 from ledger.views import VIEW_TYPES, VIEWS, read_view
 
@@ -93,6 +90,7 @@ __all__ = [
     "UnknownProviderError",
     "UnknownQueryError",
     "UnknownRunError",
+    "UnknownViewError",
     "ValuationRun",
     "VerifyReport",
     "attributions",

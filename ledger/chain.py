@@ -144,7 +144,8 @@ class VerifyReport:
             return f"ledger verified: {self.links} links, head {self.head}"
         where = f"link {self.seq} ({self.event})" if self.seq is not None else "outside the chain"
         tables = f" in {', '.join(self.tables)}" if self.tables else ""
-        return f"ledger does not verify: run {self.run_id}, {where}{tables}: {self.reason}"
+        run = f"run {self.run_id}, {where}" if self.run_id else "derived totals"
+        return f"ledger does not verify: {run}{tables}: {self.reason}"
 
 
 def verify_ledger(engine: Engine) -> VerifyReport:
@@ -184,4 +185,29 @@ def verify_ledger(engine: Engine) -> VerifyReport:
                 return VerifyReport(
                     False, len(links), run_id=run_id, event=event, tables=[table], reason="this run is not in the chain"
                 )
+        # Totals are compared in Python: a join of two aggregates has no index to use on SQLite.
+        chained = {
+            (str(d), p): (c, q, n)
+            for d, p, c, q, n in conn.execute(
+                text(
+                    "SELECT day, provider_id, SUM(credit_micros), SUM(queries), SUM(runs) FROM provider_credit_day"
+                    " GROUP BY day, provider_id"
+                )
+            )
+        }
+        kept = {
+            (str(d), p): (c, q, n)
+            for d, p, c, q, n in conn.execute(
+                text("SELECT day, provider_id, credit_micros, queries, runs FROM provider_day_total")
+            )
+        }
+        differ = sorted(k for k in chained.keys() | kept.keys() if chained.get(k) != kept.get(k))
+        if differ:
+            day, provider = differ[0]
+            return VerifyReport(
+                False,
+                len(links),
+                tables=["provider_day_total"],
+                reason=f"the totals of provider {provider} on {day} differ from the chained deltas",
+            )
     return VerifyReport(True, len(links), head=prev if links else None)

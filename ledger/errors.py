@@ -11,7 +11,10 @@ class LedgerError(DataworthError):
 
 class PolicyInputError(LedgerError, ValueError):
     """Inputs a policy or the poster refuses (NaN scores, negative values, unknown providers ...).
-    ``query_id``: the query at fault, when one is (the caller may set it aside and post the rest)."""
+
+    ``query_id``: the one query at fault (a caller may set it aside and post the others), or None
+    when the whole run is at fault (unknown policy or checkpoint, ...).
+    """
 
     def __init__(self, message: str, query_id: str | None = None) -> None:
         super().__init__(message)
@@ -24,6 +27,10 @@ class UnknownRunError(LedgerError):
 
 class UnknownQueryError(LedgerError):
     """A query id no run of the ledger valued."""
+
+
+class UnknownViewError(LedgerError, ValueError):
+    """A view name that is not one of ``ledger.VIEWS``."""
 
 
 class UnknownProviderError(PolicyInputError):

@@ -68,7 +68,10 @@ class RunCheckpoint(SQLModel, table=True):
 
 class QueryAttribution(SQLModel, table=True):
     __tablename__ = "query_attribution"
-    __table_args__ = (UniqueConstraint("run_id", "query_id", "rank"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "query_id", "rank"),
+        Index("ix_query_attribution_provider_doc", "provider_id", "doc_id"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     run_id: str = Field(foreign_key="valuation_run.run_id", index=True)
     query_id: str
@@ -229,6 +232,7 @@ class EntrySplit(SQLModel, table=True):
     """A ledger entry's amount split across the run's checkpoints (exact micro-units)."""
 
     __tablename__ = "entry_split"
+    __table_args__ = (Index("ix_entry_split_provider_checkpoint", "provider_id", "checkpoint_id"),)
     id: int | None = Field(default=None, primary_key=True)
     entry_id: int = Field(foreign_key="ledger_entry.entry_id", index=True)
     run_id: str = Field(index=True)
@@ -251,6 +255,21 @@ class ProviderCreditDay(SQLModel, table=True):
     credit_micros: int = Field(sa_column=Column(BigInteger, nullable=False))
     queries: int  # queries paid (negative on reversal)
     runs: int  # 1 on post, -1 on reversal
+
+
+class ProviderDayTotal(SQLModel, table=True):
+    """``provider_credit_day`` summed per (day, provider), kept in step by posting and reversal.
+
+    The one derived, updated table (an upsert adds each delta): dashboards read it instead of
+    scanning deltas, and :func:`ledger.verify_ledger` checks it against the chained deltas.
+    """
+
+    __tablename__ = "provider_day_total"
+    day: date_ = Field(sa_column=Column(Date, primary_key=True))
+    provider_id: str = Field(primary_key=True)
+    credit_micros: int = Field(sa_column=Column(BigInteger, nullable=False))
+    queries: int
+    runs: int
 
 
 class ProviderInfo(SQLModel, table=True):

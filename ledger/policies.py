@@ -117,7 +117,10 @@ def split_query(
     if policy not in POLICIES:
         raise PolicyInputError(f"unknown policy {policy!r}; choose one of {POLICIES}")
     _check_scores(q, known if known is not None else set(eligible))
-    total = to_micros(q.value, f"query {q.query_id}")
+    try:
+        total = to_micros(q.value, f"query {q.query_id}")
+    except PolicyInputError as exc:
+        raise PolicyInputError(str(exc), q.query_id) from exc
     if total == 0:
         return {}, policy
     weights: dict[str, Fraction] = {}

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from sqlalchemy import Connection, Engine, insert, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from ledger.chain import append_link
@@ -26,22 +23,19 @@ from ledger.errors import (
     UnknownProviderError,
     UnknownRunError,
 )
+from ledger.evidence import check_evidence, evidence_rows, excerpt
 from ledger.models import (
-    AttributionEvidence,
     Checkpoint,
     EntrySplit,
     LedgerEntry,
     Provider,
     ProviderCreditDay,
-    ProviderInfo,
+    ProviderDayTotal,
     ProviderScore,
-    QueryAttribution,
     QueryBatch,
-    QueryCheckpointScore,
     QueryCredit,
     QueryProviderScore,
     RunCheckpoint,
-    RunDocument,
     RunInfo,
     RunQuery,
     RunReversal,
@@ -49,9 +43,10 @@ from ledger.models import (
     utcnow,
 )
 from ledger.policies import QueryResult, TopKEntry, split_by_checkpoint, split_run, to_micros
+from ledger.query_credit import live_credits_in
+from ledger.rows import CHUNK, append, dialect_insert, lock
 
 EXCERPT_CHARS = 2000
-_CHUNK = 5000
 
 
 @dataclass(frozen=True)
@@ -114,106 +109,6 @@ class PostReport:
     already_posted: bool
 
 
-def _insert(engine: Engine, model):
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    return dialect.insert(model)
-
-
-def _insert_ignore(session: Session, engine: Engine, model, rows: list[dict], keys: Sequence[str], returning=None):
-    if not rows:
-        return []
-    stmt = _insert(engine, model).on_conflict_do_nothing(index_elements=list(keys))
-    if returning is not None:
-        stmt = stmt.returning(returning)
-        out = []
-        for start in range(0, len(rows), _CHUNK):
-            out.extend(session.execute(stmt, rows[start : start + _CHUNK]).scalars().all())
-        return out
-    for start in range(0, len(rows), _CHUNK):
-        session.execute(stmt, rows[start : start + _CHUNK])
-    return []
-
-
-def _append(conn: Connection, model, rows: list[dict]) -> None:
-    for start in range(0, len(rows), _CHUNK):
-        conn.execute(insert(model.__table__), rows[start : start + _CHUNK])
-
-
-def lock(conn: Connection) -> None:
-    """Serialise writers: the first statement of the transaction takes the ledger's lock row."""
-    conn.execute(text("UPDATE ledger_lock SET n = n + 1 WHERE lock_id = 1"))
-
-
-def ensure_providers(engine: Engine, provider_ids: Iterable[str]) -> None:
-    """Create missing providers (active); existing ones are left as they are."""
-    rows = [
-        {"provider_id": p, "name": p, "status": "active", "created_at": utcnow()} for p in sorted(set(provider_ids))
-    ]
-    with Session(engine) as session:
-        _insert_ignore(session, engine, Provider, rows, ["provider_id"])
-        session.commit()
-
-
-def withdraw_provider(engine: Engine, provider_id: str, at: datetime | None = None) -> None:
-    with Session(engine) as session:
-        provider = session.get(Provider, provider_id)
-        if provider is None:
-            raise UnknownProviderError(f"unknown provider {provider_id!r}")
-        provider.status, provider.withdrawn_at = "withdrawn", at or utcnow()
-        session.add(provider)
-        session.commit()
-
-
-def set_provider(engine: Engine, provider_id: str, name: str | None = None, metadata: dict | None = None) -> dict:
-    """Append a new version of the provider's display name and metadata (created if missing).
-
-    Fields left ``None`` keep their current value. Returns ``{"provider_id", "version", "name", "metadata"}``.
-    """
-    ensure_providers(engine, [provider_id])
-    with engine.begin() as conn:
-        lock(conn)
-        last = conn.execute(
-            text(
-                "SELECT version, name, metadata FROM provider_info WHERE provider_id = :p ORDER BY version DESC LIMIT 1"
-            ),
-            {"p": provider_id},
-        ).first()
-        version = last[0] + 1 if last else 1
-        current_name = last[1] if last else provider_id
-        current_meta = json.loads(last[2]) if last else {}
-        row = {
-            "provider_id": provider_id,
-            "version": version,
-            "name": current_name if name is None else name,
-            "metadata": json.dumps(current_meta if metadata is None else metadata, sort_keys=True, default=str),
-            "created_at": utcnow(),
-        }
-        conn.execute(insert(ProviderInfo.__table__), [row])
-    return {
-        "provider_id": provider_id,
-        "version": version,
-        "name": row["name"],
-        "metadata": json.loads(row["metadata"]),
-    }
-
-
-def register_checkpoint(
-    engine: Engine, checkpoint_id: str, path: str = "", lineage: str = "default", step: int | None = None
-) -> Checkpoint:
-    """Idempotent: the same fingerprint registers once (first registration wins)."""
-    row = {
-        "checkpoint_id": checkpoint_id,
-        "path": path,
-        "lineage": lineage,
-        "step": step,
-        "registered_at": utcnow(),
-    }
-    with Session(engine) as session:
-        _insert_ignore(session, engine, Checkpoint, [row], ["checkpoint_id"])
-        session.commit()
-        return session.get(Checkpoint, checkpoint_id)
-
-
 def _eligible(session: Session, providers: set[str], checkpoints: list[Checkpoint]) -> set[str]:
     """Active providers, and withdrawn ones for runs with a checkpoint registered before withdrawal."""
     earliest = min(c.registered_at for c in checkpoints)
@@ -222,134 +117,6 @@ def _eligible(session: Session, providers: set[str], checkpoints: list[Checkpoin
         if p.status != "withdrawn" or (p.withdrawn_at is not None and earliest < p.withdrawn_at):
             out.add(p.provider_id)
     return out
-
-
-def _live_credits(conn: Connection, query_ids: Sequence[str]) -> tuple[dict[str, str], dict[str, int]]:
-    """``({query: run of its live credit}, {query: releases so far})`` for ``query_ids``."""
-    t = QueryCredit.__table__.c
-    credited: dict[tuple[str, int], str] = {}
-    released: set[tuple[str, int]] = set()
-    ids = sorted(set(query_ids))
-    for start in range(0, len(ids), _CHUNK):
-        stmt = select(t.query_id, t.generation, t.kind, t.run_id).where(t.query_id.in_(ids[start : start + _CHUNK]))
-        for qid, gen, kind, run in conn.execute(stmt):
-            if kind == "release":
-                released.add((qid, gen))
-            else:
-                credited[(qid, gen)] = run
-    live = {qid: run for (qid, gen), run in credited.items() if (qid, gen) not in released}
-    releases: dict[str, int] = {}
-    for qid, _ in released:
-        releases[qid] = releases.get(qid, 0) + 1
-    return live, releases
-
-
-def live_credits(engine: Engine, query_ids: Iterable[str]) -> dict[str, str]:
-    """``{query: run}`` for the queries among ``query_ids`` that a live run has credited."""
-    with engine.connect() as conn:
-        return _live_credits(conn, list(query_ids))[0]
-
-
-def credited_queries(engine: Engine, query_ids: Iterable[str]) -> set[str]:
-    """The queries among ``query_ids`` that a live (posted, not reversed) run has credited."""
-    with engine.connect() as conn:
-        return set(_live_credits(conn, list(query_ids))[0])
-
-
-def _check_evidence(run_id: str, record: RunRecord, known: set[str]) -> None:
-    checkpoints = {c.checkpoint_id for c in record.checkpoints}
-    seen: set[str] = set()
-    for q in record.queries:
-        if q.query_id in seen:
-            raise PolicyInputError(f"run {run_id}: query {q.query_id} appears twice")
-        seen.add(q.query_id)
-        if q.confidence is not None and not math.isfinite(q.confidence):
-            raise PolicyInputError(f"run {run_id}: query {q.query_id}: confidence is {q.confidence}")
-        for ck, scores in (q.by_checkpoint or {}).items():
-            if ck not in checkpoints:
-                raise PolicyInputError(f"run {run_id}: query {q.query_id}: by_checkpoint names {ck[:16]}, not in run")
-            for p, s in scores.items():
-                if not math.isfinite(s) or p not in known:
-                    raise PolicyInputError(f"run {run_id}: query {q.query_id}: by_checkpoint[{ck[:16]}][{p!r}] = {s}")
-        for e in q.topk:
-            for ck, s in (e.per_checkpoint or {}).items():
-                if ck not in checkpoints or not math.isfinite(s):
-                    raise PolicyInputError(
-                        f"run {run_id}: query {q.query_id}: per_checkpoint[{ck[:16]}] = {s} of {e.example_id}"
-                    )
-    for qid, lexical in record.lexical.items():
-        if qid not in seen:
-            raise PolicyInputError(f"run {run_id}: lexical evidence for query {qid}, not in the run")
-        for e in lexical:
-            if e.provider_id not in known or not math.isfinite(e.score):
-                raise PolicyInputError(
-                    f"run {run_id}: query {qid}: lexical {e.example_id} ({e.provider_id}, {e.score})"
-                )
-
-
-def _evidence_rows(run_id: str, record: RunRecord, excerpt_chars: int) -> dict:
-    """Rows of the evidence tables (attributions, per-checkpoint ranks, lexical, documents, queries)."""
-    attributions, evidence, ck_scores, documents = [], [], [], {}
-    for q in record.queries:
-        for rank, e in enumerate(q.topk, start=1):
-            attributions.append(
-                {
-                    "run_id": run_id,
-                    "query_id": q.query_id,
-                    "rank": rank,
-                    "example_id": e.example_id,
-                    "doc_id": e.doc_id,
-                    "provider_id": e.provider_id,
-                    "score": e.score,
-                }
-            )
-        # Each checkpoint's rank of the combined top-k entries, by that checkpoint's own score.
-        per_ck: dict[str, list[tuple[float, int, TopKEntry]]] = {}
-        for rank, e in enumerate(q.topk, start=1):
-            for ck, s in (e.per_checkpoint or {}).items():
-                per_ck.setdefault(ck, []).append((s, rank, e))
-        for ck, items in sorted(per_ck.items()):
-            for rank, (s, _, e) in enumerate(sorted(items, key=lambda t: (-t[0], t[1])), start=1):
-                evidence.append(_evidence(run_id, q.query_id, "influence", ck, rank, e, s))
-        for rank, e in enumerate(record.lexical.get(q.query_id, []), start=1):
-            evidence.append(_evidence(run_id, q.query_id, "lexical", None, rank, e, e.score))
-        for ck, scores in sorted((q.by_checkpoint or {}).items()):
-            ck_scores += [
-                {"run_id": run_id, "query_id": q.query_id, "checkpoint_id": ck, "provider_id": p, "score": s}
-                for p, s in sorted(scores.items())
-            ]
-        for e in [*q.topk, *record.lexical.get(q.query_id, [])]:
-            if e.excerpt is not None and e.doc_id not in documents:
-                documents[e.doc_id] = {
-                    "run_id": run_id,
-                    "doc_id": e.doc_id,
-                    "provider_id": e.provider_id,
-                    "excerpt": e.excerpt[:excerpt_chars],
-                }
-    return {
-        QueryAttribution: attributions,
-        AttributionEvidence: evidence,
-        QueryCheckpointScore: ck_scores,
-        RunDocument: list(documents.values()),
-    }
-
-
-def _evidence(run_id, query_id, channel, checkpoint_id, rank, e: TopKEntry, score: float) -> dict:
-    return {
-        "run_id": run_id,
-        "query_id": query_id,
-        "channel": channel,
-        "checkpoint_id": checkpoint_id,
-        "rank": rank,
-        "example_id": e.example_id,
-        "doc_id": e.doc_id,
-        "provider_id": e.provider_id,
-        "score": score,
-    }
-
-
-def _excerpt(text_: str | None, n: int) -> str | None:
-    return None if text_ is None else text_[:n]
 
 
 def post_run(engine: Engine, record: RunRecord, excerpt_chars: int = EXCERPT_CHARS) -> PostReport:
@@ -380,10 +147,19 @@ def post_run(engine: Engine, record: RunRecord, excerpt_chars: int = EXCERPT_CHA
         known = set(session.execute(select(Provider.provider_id).where(Provider.provider_id.in_(mentioned))).scalars())
         unknown = sorted(mentioned - known)
         if unknown:
-            raise UnknownProviderError(f"run {run_id}: unknown provider(s) {unknown[:5]}")
+            culprit = next(
+                (
+                    q.query_id
+                    for q in record.queries
+                    if ({e.provider_id for e in q.topk} | set(q.provider_scores)) - known
+                ),
+                None,
+            )
+            where = f"query {culprit}: " if culprit else ""
+            raise UnknownProviderError(f"run {run_id}: {where}unknown provider(s) {unknown[:5]}", culprit)
         eligible = _eligible(session, known, checkpoints)
         splits = split_run(record.queries, record.policy, eligible, record.corpus_share, known)
-        _check_evidence(run_id, record, known)
+        check_evidence(run_id, record, known)
 
     now = utcnow()
     wsum = sum(c.weight for c in record.checkpoints)
@@ -418,21 +194,21 @@ def post_run(engine: Engine, record: RunRecord, excerpt_chars: int = EXCERPT_CHA
             totals.setdefault(p, [0.0, 0.0])[0] += s
         for p, s in q.provider_positive.items():
             totals.setdefault(p, [0.0, 0.0])[1] += s
-    evidence = _evidence_rows(run_id, record, excerpt_chars)
+    evidence = evidence_rows(run_id, record, excerpt_chars)
     with engine.begin() as conn:
         lock(conn)
         if conn.execute(text("SELECT 1 FROM valuation_run WHERE run_id = :r"), {"r": run_id}).first():
             if conn.execute(text("SELECT 1 FROM run_reversal WHERE run_id = :r"), {"r": run_id}).first():
                 raise RunReversedError(f"run {run_id} was reversed; set RunRecord.revaluation to value the batch again")
             return PostReport(run_id=run_id, entries_written=0, already_posted=True)
-        live, releases = _live_credits(conn, list(by_query))
+        live, releases = live_credits_in(conn, list(by_query))
         if live:
             raise QueryAlreadyCreditedError(run_id, live)
         if not conn.execute(text("SELECT 1 FROM query_batch WHERE batch_id = :b"), {"b": record.batch_id}).first():
-            _append(
+            append(
                 conn, QueryBatch, [{"batch_id": record.batch_id, "n_queries": len(record.queries), "created_at": now}]
             )
-        _append(
+        append(
             conn,
             ValuationRun,
             [
@@ -452,7 +228,7 @@ def post_run(engine: Engine, record: RunRecord, excerpt_chars: int = EXCERPT_CHA
                 }
             ],
         )
-        _append(
+        append(
             conn,
             RunInfo,
             [
@@ -465,7 +241,7 @@ def post_run(engine: Engine, record: RunRecord, excerpt_chars: int = EXCERPT_CHA
                 }
             ],
         )
-        _append(
+        append(
             conn,
             RunCheckpoint,
             [
@@ -481,8 +257,8 @@ def post_run(engine: Engine, record: RunRecord, excerpt_chars: int = EXCERPT_CHA
             ],
         )
         for model, rows in evidence.items():
-            _append(conn, model, rows)
-        _append(
+            append(conn, model, rows)
+        append(
             conn,
             QueryProviderScore,
             [
@@ -497,7 +273,7 @@ def post_run(engine: Engine, record: RunRecord, excerpt_chars: int = EXCERPT_CHA
                 for p, s in sorted(q.provider_scores.items())
             ],
         )
-        _append(
+        append(
             conn,
             ProviderScore,
             [
@@ -511,7 +287,7 @@ def post_run(engine: Engine, record: RunRecord, excerpt_chars: int = EXCERPT_CHA
                 for p, t in sorted(totals.items())
             ],
         )
-        _append(
+        append(
             conn,
             RunQuery,
             [
@@ -519,8 +295,8 @@ def post_run(engine: Engine, record: RunRecord, excerpt_chars: int = EXCERPT_CHA
                     "run_id": run_id,
                     "query_id": q.query_id,
                     "lineage": q.lineage,
-                    "prompt": _excerpt(q.prompt, excerpt_chars),
-                    "response": _excerpt(q.response, excerpt_chars),
+                    "prompt": excerpt(q.prompt, excerpt_chars),
+                    "response": excerpt(q.response, excerpt_chars),
                     "value_micros": to_micros(q.value, f"query {q.query_id}"),
                     "confidence": q.confidence,
                     "basis": basis_of[q.query_id],
@@ -528,7 +304,7 @@ def post_run(engine: Engine, record: RunRecord, excerpt_chars: int = EXCERPT_CHA
                 for q in record.queries
             ],
         )
-        _append(
+        append(
             conn,
             QueryCredit,
             [
@@ -543,8 +319,8 @@ def post_run(engine: Engine, record: RunRecord, excerpt_chars: int = EXCERPT_CHA
                 e["amount_micros"], e["provider_id"], by_query[e["query_id"]].by_checkpoint, weights
             )
             split_rows += _split_rows(ids[e["idempotency_key"]], run_id, e["provider_id"], parts, basis)
-        _append(conn, EntrySplit, split_rows)
-        _append(conn, ProviderCreditDay, _day_deltas(entries, run_id, day, "post"))
+        append(conn, EntrySplit, split_rows)
+        _add_deltas(conn, _day_deltas(entries, run_id, day, "post"))
         append_link(conn, run_id, "post")
     return PostReport(run_id=run_id, entries_written=len(entries), already_posted=False)
 
@@ -553,8 +329,8 @@ def _write_entries(conn: Connection, entries: list[dict]) -> dict[str, int]:
     """Insert ledger entries; ``{idempotency_key: entry_id}``."""
     ids: dict[str, int] = {}
     stmt = insert(LedgerEntry.__table__).returning(LedgerEntry.entry_id, LedgerEntry.idempotency_key)
-    for start in range(0, len(entries), _CHUNK):
-        ids.update({key: eid for eid, key in conn.execute(stmt, entries[start : start + _CHUNK])})
+    for start in range(0, len(entries), CHUNK):
+        ids.update({key: eid for eid, key in conn.execute(stmt, entries[start : start + CHUNK])})
     return ids
 
 
@@ -595,6 +371,22 @@ def _day_deltas(entries: list[dict], run_id: str, day: str, event: str) -> list[
     return [out[p] for p in sorted(out)]
 
 
+def _add_deltas(conn: Connection, deltas: list[dict]) -> None:
+    """Append the chained deltas and add them to the per-day totals (one upsert per row)."""
+    append(conn, ProviderCreditDay, deltas)
+    if not deltas:
+        return
+    cols = ("credit_micros", "queries", "runs")
+    stmt = dialect_insert(conn, ProviderDayTotal)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["day", "provider_id"],
+        set_={c: getattr(ProviderDayTotal.__table__.c, c) + getattr(stmt.excluded, c) for c in cols},
+    )
+    rows = [{k: d[k] for k in ("day", "provider_id", *cols)} for d in deltas]
+    for start in range(0, len(rows), CHUNK):
+        conn.execute(stmt, rows[start : start + CHUNK])
+
+
 def reverse_run(engine: Engine, run_id: str, day: str | None = None, by: str = "") -> int:
     """Reverse every credit of ``run_id`` (once) and release its queries for a re-valuation.
 
@@ -632,7 +424,7 @@ def reverse_run(engine: Engine, run_id: str, day: str | None = None, by: str = "
             }
             for e in credits
         ]
-        _append(conn, RunReversal, [{"run_id": run_id, "day": day, "reversed_by": by, "created_at": now}])
+        append(conn, RunReversal, [{"run_id": run_id, "day": day, "reversed_by": by, "created_at": now}])
         ids = _write_entries(conn, rows)
         originals = conn.execute(
             text(
@@ -642,7 +434,7 @@ def reverse_run(engine: Engine, run_id: str, day: str | None = None, by: str = "
             {"r": run_id},
         ).all()
         new_id = {e.entry_id: ids[f"reversal:{e.idempotency_key}"] for e in credits}
-        _append(
+        append(
             conn,
             EntrySplit,
             [
@@ -665,11 +457,11 @@ def reverse_run(engine: Engine, run_id: str, day: str | None = None, by: str = "
             ),
             {"r": run_id},
         ).all()
-        _append(
+        append(
             conn,
             QueryCredit,
             [{"query_id": q, "generation": g, "kind": "release", "run_id": run_id} for q, g in sorted(released)],
         )
-        _append(conn, ProviderCreditDay, _day_deltas(rows, run_id, day, "reverse"))
+        _add_deltas(conn, _day_deltas(rows, run_id, day, "reverse"))
         append_link(conn, run_id, "reverse")
     return len(rows)

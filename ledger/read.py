@@ -14,7 +14,7 @@ from ledger.views import CREDIT, read_view
 def credits(engine: Engine, run_id: str | None = None) -> list[dict]:
     """``[{provider_id, name, credit}]`` net of reversals, all runs (daily totals) or one run."""
     if run_id is None:  # the materialised daily totals: no scan of the entries
-        source, params = "SELECT provider_id, SUM(credit_micros) AS micros FROM provider_credit_day", {}
+        source, params = "SELECT provider_id, SUM(credit_micros) AS micros FROM provider_day_total", {}
     else:
         source = "SELECT provider_id, SUM(amount_micros) AS micros FROM ledger_entry WHERE run_id = :run"
         params = {"run": run_id}

@@ -65,18 +65,25 @@ class Statement:
 
     def to_rich(self):
         from rich.table import Table
+        from rich.text import Text
 
-        t = Table(title=f"Statement for {self.provider_id} ({self.start or '…'} – {self.end or '…'})")
+        # Text, never markup: ids come from data (a provider may be called "acme[/]").
+        t = Table(title=Text(f"Statement for {self.provider_id} ({self.start or '…'} – {self.end or '…'})"))
         for col in ("day", "run", "query", "kind", "amount", "top documents"):
             t.add_column(col, justify="right" if col == "amount" else "left")
         for line in self.lines:
             t.add_row(
-                line.day,
-                line.run_id[:16],
-                line.query_id or "",
-                line.kind,
-                f"{line.amount:.6f}",
-                line.top_documents,
+                *map(
+                    Text,
+                    (
+                        str(line.day),
+                        line.run_id[:16],
+                        line.query_id or "",
+                        line.kind,
+                        f"{line.amount:.6f}",
+                        line.top_documents,
+                    ),
+                )
             )
         t.add_section()
         t.add_row("total", "", "", "", f"{self.total:.6f}", "")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from sqlalchemy import Date, Engine, Float, Integer, Numeric, String, Text, text
 
+from ledger.errors import UnknownViewError
+
 CREDIT = Numeric(20, 6)
 
 
@@ -28,7 +30,7 @@ def _views(pg: bool) -> dict[str, str]:
     def run_total(extra: str) -> str:
         return f"(SELECT COALESCE(SUM(d.credit_micros), 0) FROM provider_credit_day d WHERE d.run_id = r.run_id{extra})"
 
-    latest = "(SELECT MAX(day) FROM provider_credit_day)"
+    latest = "(SELECT MAX(day) FROM provider_day_total)"
     since = (lambda n: f"{latest} - {n - 1}") if pg else (lambda n: f"date({latest}, '-{n - 1} days')")
     return {
         "v_provider": """
@@ -38,8 +40,7 @@ def _views(pg: bool) -> dict[str, str]:
              AND i.version = (SELECT MAX(i2.version) FROM provider_info i2 WHERE i2.provider_id = p.provider_id)
         """,
         "v_provider_credit_daily": f"""
-            SELECT day, provider_id, {dec("SUM(credit_micros) / 1000000.0")} AS credit
-            FROM provider_credit_day GROUP BY day, provider_id
+            SELECT day, provider_id, {dec("credit_micros / 1000000.0")} AS credit FROM provider_day_total
         """,
         "v_provider_credit_by_checkpoint": f"""
             SELECT checkpoint_id, provider_id, {dec("SUM(amount_micros) / 1000000.0")} AS credit
@@ -104,7 +105,7 @@ def _views(pg: bool) -> dict[str, str]:
                    {dec("COALESCE(SUM(d.credit_micros), 0) / 1000000.0")} AS credit_total,
                    COALESCE(SUM(d.queries), 0) AS queries_paid, COALESCE(SUM(d.runs), 0) AS runs,
                    MIN(d.day) AS first_day, MAX(d.day) AS last_day
-            FROM v_provider p LEFT JOIN provider_credit_day d ON d.provider_id = p.provider_id
+            FROM v_provider p LEFT JOIN provider_day_total d ON d.provider_id = p.provider_id
             GROUP BY p.provider_id, p.name, p.status
         """,
         "v_run_health": f"""
@@ -216,7 +217,7 @@ def read_view(
 ) -> list[dict]:
     """Rows of ``view`` as dicts with the declared Python types on both databases (paginated)."""
     if view not in VIEW_TYPES:
-        raise ValueError(f"unknown view {view!r}; choose one of {VIEWS}")
+        raise UnknownViewError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
     types = VIEW_TYPES[view]
     sql = f"SELECT {', '.join(types)} FROM {view}"
     sql += f" WHERE {where}" if where else ""

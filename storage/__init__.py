@@ -11,11 +11,26 @@
 - :class:`ArtifactStore` — safetensors + sha256 manifest, atomic writes, verified loads;
   :func:`checkpoint_fingerprint`.
 - :class:`QueryStore` — ``add_file``, ``pending()``, ``mark_valued(ids, run_id)``.
+- Valuation at scale (benchmarks/SCALE.md): :func:`build_aggregates` / :func:`load_aggregates`
+  (per-provider and per-document sum vectors per mode: exact provider sums in O(P·dim)),
+  :func:`build_index` / :func:`topk` (a Lance vector index, candidates re-ranked exactly),
+  :func:`score_table` (one read of a table for many query batches), :mod:`storage.codec`
+  (float32, float16, bfloat16, int8 with per-row scales).
 
 Bad input raises :class:`InputValidationError` subclasses naming file, row, field and reason.
 """
 
+from storage.aggregates import (
+    AggregateError,
+    AggregateInfo,
+    Aggregates,
+    aggregate_info,
+    build_aggregates,
+    load_aggregates,
+    tag_aggregates,
+)
 from storage.artifacts import ArtifactStore, checkpoint_fingerprint, sha256_file, tokenizer_fingerprint
+from storage.codec import CODECS, CodecError, CodecOverflowError
 from storage.corpus import CorpusStore, IngestArguments, IngestReport
 from storage.errors import (
     ArtifactError,
@@ -28,26 +43,47 @@ from storage.errors import (
 )
 from storage.gradients import GradientChunk, GradientStore, GradientTable, ShardWriter
 from storage.queries import QueryAddReport, QueryStore
+from storage.scan import QueryBatch, TableScan, score_table
+from storage.vector_index import IndexArguments, TopK, VectorIndexError, build_index, index_info, topk
 
 __all__ = [
+    "CODECS",
+    "AggregateError",
+    "AggregateInfo",
+    "Aggregates",
     "ArtifactError",
     "ArtifactStore",
+    "CodecError",
+    "CodecOverflowError",
     "CorpusError",
     "CorpusStore",
     "CorpusValidationError",
     "GradientChunk",
     "GradientStore",
     "GradientTable",
+    "IndexArguments",
     "IngestArguments",
     "IngestReport",
     "InputValidationError",
     "QueryAddReport",
+    "QueryBatch",
     "QueryError",
     "QueryStore",
     "QueryValidationError",
     "ShardWriter",
+    "TableScan",
+    "TopK",
     "ValidationIssue",
+    "VectorIndexError",
+    "aggregate_info",
+    "build_aggregates",
+    "build_index",
     "checkpoint_fingerprint",
+    "index_info",
+    "load_aggregates",
+    "score_table",
     "sha256_file",
+    "tag_aggregates",
     "tokenizer_fingerprint",
+    "topk",
 ]

@@ -30,9 +30,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from storage import codec
 from storage.lance_util import connect, open_or_create, sql_list
 
-FLOAT16_MAX = 65504.0
 # Lance's "legacy" (v1) file format scans fixed-size float vectors ~5x faster than v2.x here
 # (3.9 vs 0.7 GB/s warm, 40k x 4096 float32, lance 14): gradient tables are scan-bound.
 VECTOR_FILE_FORMAT = "legacy"
@@ -66,19 +66,19 @@ def table_name(checkpoint: str, config_hash: str) -> str:
 
 
 def gradient_schema(dim: int, dtype: str, metadata: dict[str, str]) -> pa.Schema:
-    value = {"float32": pa.float32(), "float16": pa.float16()}[dtype]
-    return pa.schema(
-        [
-            pa.field("example_id", pa.string(), nullable=False),
-            pa.field("doc_id", pa.string(), nullable=False),
-            pa.field("provider_id", pa.string(), nullable=False),
-            pa.field("provider_code", pa.int32(), nullable=False),
-            pa.field("shard", pa.int32(), nullable=False),
-            pa.field("attempt", pa.string(), nullable=False),
-            pa.field("vector", pa.list_(value, dim), nullable=False),
-        ],
-        metadata=metadata,
-    )
+    """Row schema; ``dtype`` is a :mod:`storage.codec` name (int8 rows add a float32 ``scale``)."""
+    fields = [
+        pa.field("example_id", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("provider_id", pa.string(), nullable=False),
+        pa.field("provider_code", pa.int32(), nullable=False),
+        pa.field("shard", pa.int32(), nullable=False),
+        pa.field("attempt", pa.string(), nullable=False),
+        pa.field("vector", pa.list_(codec.value_type(dtype), dim), nullable=False),
+    ]
+    if codec.has_scale(dtype):
+        fields.append(pa.field("scale", pa.float32(), nullable=False))
+    return pa.schema(fields, metadata=metadata)
 
 
 @dataclass(eq=False)
@@ -134,6 +134,7 @@ class GradientStore:
         except (ValueError, FileNotFoundError):
             if layout is None:
                 raise KeyError(f"no gradient table for checkpoint {checkpoint[:16]} config {config_hash}") from None
+            codec.check_codec(dtype)
             dim = sum(int(k_out) * int(k_in) for _, k_out, k_in in layout)
             metadata = {
                 "dataworth.layout": json.dumps([list(e) for e in layout]),
@@ -310,7 +311,8 @@ class GradientTable:
     def _values(self, fsl: pa.FixedSizeListArray) -> torch.Tensor:
         """``(len, dim)`` view of a FixedSizeList chunk's values (``.values`` ignores offsets)."""
         flat = fsl.values.to_numpy(zero_copy_only=True)
-        return torch.from_numpy(flat[fsl.offset * self.dim : (fsl.offset + len(fsl)) * self.dim].reshape(-1, self.dim))
+        flat = flat[fsl.offset * self.dim : (fsl.offset + len(fsl)) * self.dim]
+        return codec.numpy_view(flat, self.dtype).reshape(-1, self.dim)
 
     def _to_chunk(self, table: pa.Table, device) -> GradientChunk:
         vec = table.column("vector")
@@ -325,6 +327,10 @@ class GradientTable:
             for piece in pieces:
                 vectors[start : start + len(piece)].copy_(piece)
                 start += len(piece)
+        scale = None
+        if codec.has_scale(self.dtype):
+            scale = torch.from_numpy(table.column("scale").to_numpy())
+        vectors = codec.decode(vectors, self.dtype, scale)
         if device is not None:
             vectors = vectors.to(device, non_blocking=True)
         return GradientChunk(
@@ -416,7 +422,8 @@ class ShardWriter:
         provider_codes: Sequence[int],
         vectors: torch.Tensor | np.ndarray,
     ) -> None:
-        """Queue rows; ``vectors`` is ``(n, dim)``. float16 tables refuse values beyond ±65504."""
+        """Queue rows; ``vectors`` is ``(n, dim)``, stored with the table's codec (:mod:`storage.codec`;
+        float16 tables refuse values beyond ±65504)."""
         if self._error is not None:
             raise RuntimeError(f"shard {self.shard} writer failed") from self._error
         arr = vectors.detach().to("cpu").numpy() if isinstance(vectors, torch.Tensor) else np.asarray(vectors)
@@ -424,31 +431,22 @@ class ShardWriter:
             raise ValueError(f"vectors must be (n, {self.table.dim}), got {arr.shape}")
         if not np.isfinite(arr).all():
             raise ValueError(f"shard {self.shard}: vectors contain NaN or inf")
-        if self.table.dtype == "float16":
-            peak = float(np.abs(arr).max()) if arr.size else 0.0
-            if peak > FLOAT16_MAX:
-                raise OverflowError(
-                    f"shard {self.shard}: |value| {peak:.3g} exceeds float16's {FLOAT16_MAX}; "
-                    "store this configuration as float32"
-                )
-            arr = arr.astype(np.float16)
-        else:
-            arr = arr.astype(np.float32, copy=False)
+        arr, scale = codec.encode(arr, self.table.dtype, where=f"shard {self.shard}")
         n = arr.shape[0]
-        batch = pa.table(
-            {
-                "example_id": list(example_ids),
-                "doc_id": list(doc_ids),
-                "provider_id": list(provider_ids),
-                "provider_code": pa.array(list(provider_codes), pa.int32()),
-                "shard": pa.array(np.full(n, self.shard, dtype=np.int32)),
-                "attempt": pa.array([self.attempt] * n, pa.string()),
-                "vector": pa.FixedSizeListArray.from_arrays(
-                    pa.array(np.ascontiguousarray(arr).reshape(-1)), self.table.dim
-                ),
-            },
-            schema=self.table.schema,
-        )
+        columns = {
+            "example_id": list(example_ids),
+            "doc_id": list(doc_ids),
+            "provider_id": list(provider_ids),
+            "provider_code": pa.array(list(provider_codes), pa.int32()),
+            "shard": pa.array(np.full(n, self.shard, dtype=np.int32)),
+            "attempt": pa.array([self.attempt] * n, pa.string()),
+            "vector": pa.FixedSizeListArray.from_arrays(
+                pa.array(np.ascontiguousarray(arr).reshape(-1)), self.table.dim
+            ),
+        }
+        if scale is not None:
+            columns["scale"] = pa.array(scale, pa.float32())
+        batch = pa.table(columns, schema=self.table.schema)
         self._buffer.append(batch)
         self._buffered += n
         self.rows += n

@@ -1,4 +1,4 @@
-"""LM batches in the loss convention of DESIGN §4 (pure tensors, no tokenizer)."""
+"""LM batches in the loss convention of docs/ARCHITECTURE.md, "Conventions" (pure tensors, no tokenizer)."""
 
 from __future__ import annotations
 

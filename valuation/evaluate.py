@@ -278,7 +278,9 @@ class EvalTask:
     ``train_fn(mask, seed)`` retrains on the ``(n_train,)`` bool mask; ``measure_fn(model)``
     gives ``(n_query,)`` measurements (higher = better); ``score_methods(names)`` returns
     ``{method name: scores (n_query, n_train)}`` (all methods when ``names`` is None);
-    ``query_groups`` names subsets of queries to report separately (indices).
+    ``query_groups`` names subsets of queries to report separately (indices); ``providers``
+    ``(n_train,)`` holds each train example's provider code (for provider Shapley; ``train_fn``
+    must then accept an all-False mask).
     """
 
     name: str
@@ -287,6 +289,7 @@ class EvalTask:
     measure_fn: MeasureFn
     score_methods: Callable[[Sequence[str] | None], dict[str, torch.Tensor]]
     query_groups: dict[str, list[int]] | None = None
+    providers: torch.Tensor | None = None
 
 
 @dataclass
@@ -432,3 +435,138 @@ def shapley_agreement(credit: torch.Tensor, shapley: torch.Tensor, queries: Sequ
         return {"mean": float(x.mean()) if len(x) else float("nan"), "se": se}
 
     return {"l1": stat(l1), "top1": stat(top1), "spearman": stat(rho), "per_query_l1": l1.tolist()}
+
+
+# -------------------------------------------------------------------------------------------
+# Tail-patch: a counterfactual check per query that needs no retraining.
+
+
+def tail_patch(
+    model: torch.nn.Module,
+    loss_fn: Callable[[torch.nn.Module, object], torch.Tensor],
+    measure_fn: MeasureFn,
+    batch: object,
+    lr: float,
+) -> torch.Tensor:
+    """Change of ``measure_fn`` ``(n_query,)`` after one SGD step of size ``lr`` on the summed loss
+    of ``batch``, taken on a copy of ``model`` (the model itself is left untouched)."""
+    import copy
+
+    patched = copy.deepcopy(model)
+    params = [p for p in patched.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss_fn(patched, batch), params, allow_unused=True)
+    with torch.no_grad():
+        for p, g in zip(params, grads, strict=True):
+            if g is not None:
+                p.sub_(lr * g)
+    before = torch.as_tensor(measure_fn(model)).double()
+    return torch.as_tensor(measure_fn(patched)).double() - before
+
+
+@dataclass
+class TailPatchResult:
+    """Per query: measurement change after a step on its top-k examples and on k random ones."""
+
+    top: torch.Tensor  # (n_query,)
+    random: torch.Tensor  # (n_query,)
+
+    @property
+    def margin(self) -> torch.Tensor:
+        """``top − random`` per query: > 0 when the credited examples move the query more."""
+        return self.top - self.random
+
+    def summary(self) -> dict:
+        m = self.margin
+        se = float(m.std() / math.sqrt(len(m))) if len(m) > 1 else float("nan")
+        return {
+            "top": float(self.top.mean()),
+            "random": float(self.random.mean()),
+            "margin": float(m.mean()),
+            "se": se,
+            "top_wins": int((m > 0).sum()),
+            "queries": len(m),
+        }
+
+
+def tail_patch_check(
+    model: torch.nn.Module,
+    loss_fn: Callable[[torch.nn.Module, object], torch.Tensor],
+    measure_fn: MeasureFn,
+    scores: torch.Tensor,
+    batch_of: Callable[[list[int]], object],
+    k: int = 10,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> TailPatchResult:
+    """For each query ``q`` of ``scores`` ``(n_query, n_train)``: one step on its ``k`` highest-
+    scored train examples (``batch_of(indices)`` builds their batch) and one on ``k`` examples drawn
+    at random (seeded), each measured on ``q`` (e.g. its response log-probability)."""
+    gen = torch.Generator().manual_seed(seed)
+    n_query, n_train = scores.shape
+    top, rand = torch.zeros(n_query, dtype=torch.float64), torch.zeros(n_query, dtype=torch.float64)
+    for q in range(n_query):
+        best = scores[q].topk(min(k, n_train)).indices.tolist()
+        drawn = torch.randperm(n_train, generator=gen)[: min(k, n_train)].tolist()
+        top[q] = tail_patch(model, loss_fn, measure_fn, batch_of(best), lr)[q]
+        rand[q] = tail_patch(model, loss_fn, measure_fn, batch_of(drawn), lr)[q]
+    return TailPatchResult(top, rand)
+
+
+@dataclass
+class ShapleyArguments:
+    """Provider Shapley ground truth: every coalition retrained with seeds ``0..seeds-1``; credit
+    per method under each crediting ``policy`` (:func:`provider_credit`)."""
+
+    seeds: int = 2
+    workers: int = 1
+    cache_dir: str | Path | None = None
+    policies: tuple[str, ...] = ("topk_share", "positive_share", "sum")
+    topk: int = 10
+
+
+def evaluate_provider_shapley(
+    task: EvalTask,
+    args: ShapleyArguments,
+    methods: Sequence[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Agreement of every method's provider credit with exact provider Shapley values, beside
+    pro-rata credit; per query group; JSON-ready."""
+    if task.providers is None:
+        raise ValueError(f"task {task.name!r} has no providers: set EvalTask.providers to use provider Shapley")
+    providers = torch.as_tensor(task.providers, dtype=torch.long)
+    n_providers = int(providers.max()) + 1
+    res = provider_shapley(
+        task.train_fn,
+        task.measure_fn,
+        providers,
+        n_providers,
+        range(args.seeds),
+        args.cache_dir,
+        f"{task.name}-shapley",
+        progress,
+        args.workers,
+    )
+    groups = {"all": None, **(task.query_groups or {})}
+    n_query = res.values.shape[0]
+    report: dict = {
+        "task": task.name,
+        "seeds": args.seeds,
+        "providers": n_providers,
+        "shapley": res.values.tolist(),
+        "seed_agreement": shapley_agreement(res.per_seed[0], res.per_seed[-1]) if args.seeds > 1 else None,
+        "pro-rata": {
+            g: shapley_agreement(pro_rata_credit(providers, n_providers, n_query), res.values, q)
+            for g, q in groups.items()
+        },
+        "methods": {},
+    }
+    for name, scores in task.score_methods(methods).items():
+        report["methods"][name] = {
+            policy: {
+                g: shapley_agreement(provider_credit(scores, providers, n_providers, policy, args.topk), res.values, q)
+                for g, q in groups.items()
+            }
+            for policy in args.policies
+        }
+    return report

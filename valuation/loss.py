@@ -1,4 +1,4 @@
-"""Loss conventions (DESIGN §4): summed token cross-entropy with shifted labels."""
+"""Loss conventions (docs/ARCHITECTURE.md, "Conventions"): summed token cross-entropy with shifted labels."""
 
 from __future__ import annotations
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 
-from flows import steps
+from flows.app import App
+from flows.config import load_settings
 from flows.demo.corpus import PROVIDERS, queries
 from flows.demo.run import top_provider_by_policy
-from flows.settings import load_settings
+from flows.valuate import checkpoint_set, value_lineage
 
 
 def main() -> None:
@@ -21,8 +22,8 @@ def main() -> None:
     truth = {q["query_id"]: q.pop("planted_by") for q in qs}
     print("| mode | raw sum | normalised |\n| --- | ---: | ---: |")
     for mode in ("if", "relatif", "cosine"):
-        s = load_settings(mode=mode)
-        val = steps.value_queries(s, steps.checkpoint_set(s, "all"), qs)
+        app = App.of(load_settings(mode=mode))
+        val = value_lineage(app, "demo", checkpoint_set(app, "demo", "all"), qs)
         acc = []
         for normalise in (False, True):
             res = val.combined(normalise=normalise)

@@ -26,6 +26,11 @@ def mlp() -> nn.Module:
 
 
 def train(x, y, mask: torch.Tensor, seed: int, steps: int = 300) -> nn.Module:
+    return train_with_optimizer(x, y, mask, seed, steps)[0]
+
+
+def train_with_optimizer(x, y, mask: torch.Tensor, seed: int, steps: int = 300) -> tuple[nn.Module, torch.optim.Adam]:
+    """The model and its optimizer (whose second moments optimizer-aware influence reads)."""
     torch.manual_seed(seed)
     model = mlp()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
@@ -35,7 +40,7 @@ def train(x, y, mask: torch.Tensor, seed: int, steps: int = 300) -> nn.Module:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return model.eval()
+    return model.eval(), opt
 
 
 def margins(model: nn.Module, x, y) -> torch.Tensor:

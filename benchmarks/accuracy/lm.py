@@ -36,6 +36,7 @@ from flows.demo.corpus import PROVIDERS, documents, queries
 from flows.demo.model import TrainArguments, train_demo_model, train_tokenizer
 from valuation import LoGra, LoGraConfig, ProjectedFisher, influence_scores, pad_batch, query_batch, self_influence
 from valuation.baselines import exact_influence, grad_cosine, grad_dot, representation_similarity, tfidf_similarity
+from valuation.combine import combine_score_matrices
 from valuation.evaluate import (
     EvalTask,
     LDSArguments,
@@ -58,6 +59,16 @@ class LMSuiteArguments:
     heldout_indices: tuple[int, ...] = (0, 1, 40, 41)  # per provider: two with a planted fact, two without
     recipe: TrainArguments = field(default_factory=TrainArguments)
     ks: tuple[int, ...] = (8, 16, 32, 64)
+
+    @classmethod
+    def sized(cls, docs_per_provider: int = 60, fact_repeats: int = 6, epochs: int | None = None) -> LMSuiteArguments:
+        """The demo corpus at another size and the recipe with ``epochs`` (the demo's at the
+        defaults); held-out documents are two with a planted fact and two without, as in the full one."""
+        recipe = TrainArguments() if epochs is None else TrainArguments(epochs=epochs)
+        if (docs_per_provider, fact_repeats) == (cls.docs_per_provider, cls.fact_repeats):
+            return cls(recipe=recipe)
+        without = 3 * fact_repeats + 2
+        return cls(docs_per_provider, fact_repeats, (0, 1, without, without + 1), recipe)
 
     @classmethod
     def smoke(cls) -> LMSuiteArguments:
@@ -127,8 +138,24 @@ class LMSuite:
         return train_demo_model(self.texts, out_dir, recipe, train_on=subset)
 
     def train_model(self, mask: torch.Tensor, seed: int) -> nn.Module:
-        from transformers import GPT2LMHeadModel
+        """The final model of the recipe on ``mask``; for an empty mask (the empty coalition of
+        provider Shapley) the recipe's model before any step."""
+        from transformers import GPT2Config, GPT2LMHeadModel
 
+        if not mask.any():
+            r, tok = self.args.recipe, self.tokenizer
+            torch.manual_seed(seed)
+            config = GPT2Config(
+                vocab_size=len(tok),
+                n_positions=r.max_length,
+                n_embd=r.n_embd,
+                n_layer=r.n_layer,
+                n_head=r.n_head,
+                bos_token_id=tok.eos_token_id,
+                eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id,
+            )
+            return GPT2LMHeadModel(config).eval()
         with tempfile.TemporaryDirectory() as tmp:
             final = self.train(mask, seed, Path(tmp))[-1]
             return GPT2LMHeadModel.from_pretrained(final).eval()
@@ -192,7 +219,8 @@ class LMSuite:
         return influence_scores(pre(q), g, mode, self_influence(g, pre), self_influence(q, pre)).double()
 
     def checkpoint_set(self, fn: Callable[[int], torch.Tensor]) -> torch.Tensor:
-        return sum(fn(ck) for ck in range(len(self.full_checkpoints())))
+        """Raw sum over the checkpoints (the platform's former combination; lm_combine compares)."""
+        return combine_score_matrices([fn(ck) for ck in range(len(self.full_checkpoints()))], normalise=False)
 
     def representations(self, batches: Sequence[dict]) -> torch.Tensor:
         """Mean of the last hidden state over each sequence's counted tokens ``(n, n_embd)``."""
@@ -275,6 +303,7 @@ class LMSuite:
             measure_fn=self.measure,
             score_methods=self.score_methods,
             query_groups={"held-out documents": self.heldout_queries, "planted-fact queries": self.fact_queries},
+            providers=self.groups,
         )
 
 

@@ -31,17 +31,13 @@ class Coverage:
         }
 
 
-def verify_coverage(ctx: CheckpointContext) -> Coverage:
-    """The table's example ids equal the pinned version's (counts and ids); refused otherwise."""
-    table = ctx.table()
+def verify_coverage(ctx: CheckpointContext, got: list[str]) -> Coverage:
+    """The table's example ids (``got``) equal the pinned version's (counts and ids); refused otherwise."""
     expected = {
         e
         for rb in ctx.app.corpus.iter_examples(ctx.tokenizer_key, ctx.corpus_version, columns=["example_id"])
         for e in rb.column("example_id").to_pylist()
     }
-    got: list[str] = []
-    for chunk in table.read(chunk_rows=ctx.app.settings.chunk_rows):
-        got.extend(chunk.example_ids)
     extra, missing = set(got) - expected, expected - set(got)
     if len(got) != len(set(got)) or extra or missing:
         raise CoverageMismatchError(
@@ -53,38 +49,42 @@ def verify_coverage(ctx: CheckpointContext) -> Coverage:
 
 
 def finalize(ctx: CheckpointContext, reporter: Reporter = NULL) -> str:
-    """Saves the ``preconditioner`` artifact (returns its digest)."""
+    """Saves the ``preconditioner`` artifact (returns its digest).
+
+    After the merged Fisher: the table is compacted, indexed when it is large
+    (``index_min_rows``), and one pass builds the provider and document aggregate vectors and
+    every example's self-influence (:mod:`flows.fastpath`); the table's ids are then checked
+    against the pinned corpus version, and a table that does not match is refused (nothing is
+    finalized).
+    """
     import torch
 
-    from valuation import ProjectedFisher, self_influence
+    from flows.fastpath import build_at_finalize
+    from valuation import ProjectedFisher
 
     s = ctx.app.settings
     missing = pending_shards(ctx)
     if missing:
         raise NotReadyError(f"checkpoint {ctx.checkpoint_id[:16]}: shards {missing} are not logged yet")
     table = ctx.table()
-    coverage = verify_coverage(ctx)
     fisher = ProjectedFisher(table.layout)
     for shard in range(s.num_shards):
         state, _ = ctx.load(fisher_name(shard, s.num_shards))
         fisher.merge(ProjectedFisher.from_state_dict(table.layout, state))
     pre = fisher.preconditioner(damping_ratio=s.damping_ratio)
-    progress = reporter.task("self-influence", coverage.rows)
-    for shard in range(s.num_shards):
-        ids, values = [], []
-        for chunk in table.read(chunk_rows=s.chunk_rows, shards=[shard]):
-            values.append(self_influence(chunk.vectors.float(), pre).double())
-            ids.extend(chunk.example_ids)
-            progress.advance(len(chunk.example_ids))
-        if ids:
-            table.write_self_influence(ids, [shard] * len(ids), torch.cat(values).numpy())
-    progress.finish()
     table.optimize()
+    progress = reporter.task("aggregates and self-influence", None, "passes")
+    built = build_at_finalize(ctx, table, pre)
+    progress.advance(1)
+    progress.finish()
+    ids = table.tbl.to_lance().to_table(columns=["example_id"]).column("example_id").to_pylist()
+    coverage = verify_coverage(ctx, ids)
     state = {**pre.state_dict(), "count": torch.tensor(fisher.count)}
     extra = {
         "layout": table.layout,
         "examples": fisher.count,
         "table_version": table.version,
         "coverage": coverage.as_dict(),
+        **built,
     }
     return ctx.save("preconditioner", state, extra=extra)

@@ -18,6 +18,7 @@ def log_shard(ctx: CheckpointContext, shard: int, reporter: Reporter = NULL) -> 
     from valuation import ProjectedFisher, default_device
 
     s = ctx.app.settings
+    ctx.ensure_examples()  # a no-op once made (fit made them, unless it ran elsewhere)
     logra = load_logra(ctx)
     table = ctx.table(logra.layout)
     fisher = ProjectedFisher(logra.layout)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.context import get_app
+from flows.cli.context import get_app, require_home
 from flows.cli.output import print_rows, say
 
 checkpoint_app = typer.Typer(help="Register and list model checkpoints.", no_args_is_help=True, rich_markup_mode=None)
@@ -24,6 +24,7 @@ def checkpoint_add(
     ] = None,
 ) -> None:
     """Check and register a checkpoint (HF model dir with tokenizer), then fit, log and finalize it."""
+    require_home()
     from flows.checkpoint.context import CheckpointContext
     from flows.checkpoint.register import register
     from flows.cli.live import live_progress
@@ -61,6 +62,7 @@ def checkpoint_add(
 @checkpoint_app.command("list")
 def checkpoint_list(fmt: FormatOpt = "table") -> None:
     """Registered checkpoints: lineage, step, pinned corpus version, coverage, finalized."""
+    require_home()
     from flows.checkpoint.context import CheckpointContext
 
     app = get_app()

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.context import get_app, settings
+from flows.cli.context import get_app, require_home, settings
 from flows.cli.output import print_rows, say
 
 FormatOpt = Annotated[str, typer.Option("--format", help="table, csv or json")]
@@ -30,6 +30,7 @@ def init() -> None:
 
 def ingest(file: Path) -> None:
     """Ingest a corpus file (Parquet / JSONL / CSV with doc_id, provider_id, text): a new corpus version."""
+    require_home()
     from flows.cli.live import live_progress
     from flows.ingest import ingest as ingest_file
     from flows.progress import reporter_for_run
@@ -52,6 +53,7 @@ def query_add(
     ] = None,
 ) -> None:
     """Queue queries (JSONL / Parquet: query_id, prompt, response, optional value and lineage)."""
+    require_home()
     app = get_app()
     known = sorted({c.lineage for c in app.checkpoints()})
     report = app.queries.add_file(file, lineage, known)
@@ -67,6 +69,7 @@ def query_list(
     fmt: FormatOpt = "table",
 ) -> None:
     """Queued queries with their status, run and, for those waiting, why."""
+    require_home()
     from flows.valuate import finalized
 
     app = get_app()
@@ -86,6 +89,7 @@ def query_list(
 @query_app.command("drop")
 def query_drop(query_id: str) -> None:
     """Never value this query (pending or set aside)."""
+    require_home()
     get_app().queries.drop(query_id)
     say(f"query {query_id} dropped")
 

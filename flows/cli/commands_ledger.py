@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.context import get_app
+from flows.cli.context import get_app, require_home
 from flows.cli.output import print_rows, say
 
 FormatOpt = Annotated[str, typer.Option("--format", help="table, csv or json")]
@@ -19,6 +19,7 @@ ledger_app = typer.Typer(help="Ledger integrity.", no_args_is_help=True, rich_ma
 
 def credits(fmt: FormatOpt = "table", run: Annotated[str | None, typer.Option(help="one run only")] = None) -> None:
     """Credit per provider (all runs, or one)."""
+    require_home()
     from ledger import credits as read_credits
 
     print_rows(read_credits(get_app().ledger, run), ["provider_id", "credit"], fmt, "Provider credit")
@@ -28,6 +29,7 @@ def attributions(
     query: Annotated[str | None, typer.Option(help="one query id")] = None, fmt: FormatOpt = "table"
 ) -> None:
     """Top training examples per query (latest run of each query)."""
+    require_home()
     from ledger import attributions as read_attributions
 
     rows = read_attributions(get_app().ledger, query)
@@ -41,6 +43,7 @@ def statement(
     fmt: FormatOpt = "table",
 ) -> None:
     """A provider's statement: entries, totals, the queries and documents behind them."""
+    require_home()
     import sys
 
     from flows.cli.output import console
@@ -60,6 +63,7 @@ def statement(
 
 def runs(fmt: FormatOpt = "table") -> None:
     """Valuation runs (the v_run_summary view)."""
+    require_home()
     from ledger import runs as read_runs
 
     columns = ["run_id", "checkpoints", "queries", "providers_credited", "total_credit", "status"]
@@ -68,6 +72,7 @@ def runs(fmt: FormatOpt = "table") -> None:
 
 def reverse(run_id: str) -> None:
     """Reverse a run: new entries that net its credits to zero (nothing is deleted); its queries may be valued again."""
+    require_home()
     from ledger import reverse_run
 
     n = reverse_run(get_app().ledger, run_id)
@@ -77,6 +82,7 @@ def reverse(run_id: str) -> None:
 @provider_app.command("withdraw")
 def provider_withdraw(provider_id: str) -> None:
     """A provider leaves: not credited for runs whose checkpoints were all registered after now."""
+    require_home()
     from ledger import withdraw_provider
 
     withdraw_provider(get_app().ledger, provider_id)
@@ -90,6 +96,7 @@ def provider_set(
     metadata: Annotated[str | None, typer.Option(help="JSON object of metadata")] = None,
 ) -> None:
     """Set a provider's display name or metadata."""
+    require_home()
     import json
 
     from flows.errors import ConfigurationError
@@ -106,14 +113,15 @@ def provider_set(
 @ledger_app.command("verify")
 def ledger_verify() -> None:
     """Recompute the runs' hash chain; names the first run that does not match."""
+    require_home()
     from ledger import verify_ledger
 
     report = verify_ledger(get_app().ledger)
     if not report.ok:
         from ledger.errors import LedgerError
 
-        raise LedgerError(f"ledger verify: {report}")
-    say(f"ledger verified: {report}")
+        raise LedgerError(str(report))
+    say(str(report))
 
 
 def register(app: typer.Typer) -> None:

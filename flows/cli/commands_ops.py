@@ -7,12 +7,13 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.context import get_app, settings
+from flows.cli.context import get_app, require_home, settings
 from flows.cli.output import say
 
 
 def serve(cron: Annotated[str, typer.Option(help="schedule of valuation_cycle")] = "0 * * * *") -> None:
     """Serve valuation_cycle on a cron schedule and on_new_checkpoint for ad hoc runs."""
+    require_home()
     from prefect import serve as prefect_serve
 
     from flows.flows import on_new_checkpoint, valuation_cycle

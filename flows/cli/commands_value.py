@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.context import get_app
+from flows.cli.context import get_app, require_home
 from flows.cli.output import print_rows, say
 from flows.errors import ConfigurationError
 
@@ -37,6 +37,7 @@ def value(
     lineage: Annotated[str | None, typer.Option(help="only this lineage's queries (default: every lineage)")] = None,
 ) -> None:
     """Value the pending queries against their lineage's checkpoint set and post the credits."""
+    require_home()
     from flows.cli.live import live_progress
     from flows.pipeline import orchestrated, valuation_cycle
     from flows.progress import reporter_for_run
@@ -46,7 +47,11 @@ def value(
     which: str | list[str] = (
         checkpoints if checkpoints in ("latest", "all") or checkpoints.isdigit() else checkpoints.split(",")
     )
-    by_id = parse_weights(weights, [c.checkpoint_id for c in app.checkpoints()])
+    registered = [c.checkpoint_id for c in app.checkpoints()]
+    if isinstance(which, list):
+        for prefix in which:
+            app.checkpoint(prefix)  # an unknown id is named now, not after scoring
+    by_id = parse_weights(weights, registered)
     with live_progress():
         if orchestrated():
             from flows.flows import valuation_cycle as cycle_flow

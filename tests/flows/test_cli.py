@@ -77,7 +77,7 @@ def test_expected_failures_are_one_line(tmp_path):
     one_line_failure(run(home, "--mode", "fast", "credits"), "unknown scoring mode 'fast'")
     one_line_failure(run(home, "reverse", "run-nope"), "run-nope")
     one_line_failure(run(home, "checkpoint", "add", str(tmp_path)), "not a model directory")
-    one_line_failure(run(home, "value", "--checkpoints", "zzz"), "no finalized")
+    one_line_failure(run(home, "value", "--checkpoints", "zzz"), "unknown checkpoint zzz")
     one_line_failure(
         run(home, "credits", DATAWORTH_DB_URL="postgresql+psycopg://x@127.0.0.1:1/none"), "cannot reach the ledger"
     )
@@ -110,7 +110,7 @@ def test_the_cycle_through_the_cli_with_progress_and_markup_ids(tmp_path, world)
     settings = ["--k", "4"]
     toml_overrides = "num_shards = 2\nbatch_size = 8\nmax_length = 48\nfit_examples = 32\n"
     assert run(home, *settings, "init").returncode == 0
-    (home / "dataworth.toml").write_text((home / "dataworth.toml").read_text() + toml_overrides)
+    (home / "dataworth.toml").write_text(toml_overrides)  # the rest at their defaults
     out = run(home, *settings, "ingest", str(corpus))
     assert out.returncode == 0, out.stderr
     assert "corpus version 1" in out.stdout and "acme[/]" in out.stdout and "[bold]x[/bold]" in out.stdout
@@ -133,8 +133,9 @@ def test_the_cycle_through_the_cli_with_progress_and_markup_ids(tmp_path, world)
     for pid in MARKUP_IDS:
         if pid in credited:
             assert pid in table
-            statement = run(home, *settings, "statement", pid, "--format", "csv")
-            assert statement.returncode == 0 and pid in statement.stdout
+            statement = run(home, *settings, "statement", pid, "--format", "json")
+            assert statement.returncode == 0 and json.loads(statement.stdout)["provider_id"] == pid
+            assert pid in run(home, *settings, "statement", pid).stdout  # the table's title, not read as markup
     listed = json.loads(run(home, *settings, "checkpoint", "list", "--format", "json").stdout)
     assert listed[0]["corpus_version"] == 1 and listed[0]["examples"] == listed[0]["logged"] > 0
     assert listed[0]["finalized"] is True
@@ -145,3 +146,60 @@ def test_the_cycle_through_the_cli_with_progress_and_markup_ids(tmp_path, world)
     assert out.returncode == 0, out.stderr
     total = sum(float(r["credit"]) for r in json.loads(run(home, *settings, "credits", "--format", "json").stdout))
     assert total == pytest.approx(0.0, abs=1e-9)
+
+
+def broken_checkpoints(src: Path, root: Path) -> dict[str, tuple[Path, str]]:
+    """Copies of a good checkpoint, each broken one way, with the message ``checkpoint add`` gives."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    out = {}
+
+    def copy(name: str) -> Path:
+        dst = root / name
+        shutil.copytree(src, dst)
+        return dst
+
+    d = copy("truncated")
+    data = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(data[: len(data) // 2])
+    out["truncated"] = (d, "the weights do not load")
+    d = copy("nan")
+    tensors = load_file(d / "model.safetensors")
+    first = sorted(tensors)[0]
+    tensors[first] = torch.full_like(tensors[first], float("nan"))
+    save_file(tensors, d / "model.safetensors", metadata={"format": "pt"})
+    out["nan"] = (d, "NaN or infinite")
+    d = copy("no-tokenizer")
+    for f in d.iterdir():
+        if f.name.startswith(("tokenizer", "vocab", "merges", "special_tokens")):
+            f.unlink()
+    out["no-tokenizer"] = (d, "tokenizer")
+    d = copy("pickle")
+    torch.save(load_file(d / "model.safetensors"), d / "pytorch_model.bin")
+    (d / "model.safetensors").unlink()
+    out["pickle"] = (d, "pickled weights are refused")
+    d = copy("small-vocab")
+    config = json.loads((d / "config.json").read_text())
+    tensors = load_file(d / "model.safetensors")
+    keep = 8
+    for name in list(tensors):
+        if tensors[name].shape[0] == config["vocab_size"]:
+            tensors[name] = tensors[name][:keep].clone()
+    config["vocab_size"] = keep
+    (d / "config.json").write_text(json.dumps(config))
+    save_file(tensors, d / "model.safetensors", metadata={"format": "pt"})
+    out["small-vocab"] = (d, "embedding")
+    return out
+
+
+def test_a_failed_checkpoint_add_registers_nothing(tmp_path, world):
+    home = tmp_path / "home"
+    assert run(home, "init").returncode == 0
+    assert run(home, "ingest", str(world["corpus"])).returncode == 0
+    for name, (directory, needle) in broken_checkpoints(world["checkpoints"][0], tmp_path).items():
+        out = run(home, "checkpoint", "add", str(directory), "--lineage", name)
+        one_line_failure(out, needle)
+    assert json.loads(run(home, "checkpoint", "list", "--format", "json").stdout) == []

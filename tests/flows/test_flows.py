@@ -19,6 +19,7 @@ from flows.app import App
 from flows.checkpoint.context import CheckpointContext
 from flows.checkpoint.fit import load_logra
 from flows.checkpoint.log import pending_shards
+from flows.config import Settings
 from flows.credit import post_credits
 from flows.errors import NotReadyError
 from flows.scores import Valuation
@@ -309,3 +310,37 @@ def test_a_run_reads_a_pinned_version_that_survives_optimize(settings, world):
     table.optimize(keep_versions_newer_than=timedelta(0))  # compaction + cleanup of every untagged version
     rows = sum(len(c) for c in table.read(version=cs.version))
     assert rows == cs.examples and cs.tag and run["run_id"] and ids
+
+
+def test_runs_are_named_and_publish_artifacts(settings, world):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    ids = ingest_and_add(settings, world)
+    App.of(settings).queries.add_file(world["queries"], "tiny")
+    [run] = flows.valuation_cycle(settings.to_params())
+    slug = "".join(c if c.isalnum() else "-" for c in run["run_id"].lower())
+    with get_client(sync_client=True) as client:
+        names = {r.name for r in client.read_flow_runs(limit=200)}
+        keys = {
+            a.key
+            for a in client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(
+                        any_=[f"credits-{slug}", f"run-{slug}", f"coverage-{ids[0][:16]}", f"coverage-{ids[1][:16]}"]
+                    )
+                )
+            )
+        }
+    assert {"on-new-checkpoint/tiny@0", "on-new-checkpoint/tiny@1"} <= names
+    assert any(n.startswith("valuation-cycle/") for n in names)
+    assert keys == {f"credits-{slug}", f"run-{slug}", f"coverage-{ids[0][:16]}", f"coverage-{ids[1][:16]}"}
+
+
+def test_the_ledger_url_can_come_from_a_prefect_secret_block(settings):
+    from prefect.blocks.system import Secret
+
+    url = f"sqlite:///{settings.home / 'secret-ledger.db'}"
+    Secret(value=url).save("dataworth-ledger-test", overwrite=True)
+    s = Settings.build(**{**settings.to_params(), "db_secret_block": "dataworth-ledger-test"})
+    assert s.ledger_url() == url and "db_url" not in s.to_params()

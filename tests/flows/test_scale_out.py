@@ -124,6 +124,30 @@ def children(pid: int) -> list[int]:
     return kids
 
 
+def descendants(pid: int) -> set[int]:
+    out, todo = set(), [pid]
+    while todo:
+        for kid in children(todo.pop()):
+            if kid not in out:
+                out.add(kid)
+                todo.append(kid)
+    return out
+
+
+def flow_run_pids(env: dict, flow_name: str) -> list[int]:
+    """Process ids of the running flow runs of ``flow_name`` (their ``infrastructure_pid``)."""
+    code = (
+        "from prefect.client.orchestration import get_client\n"
+        "from prefect.client.schemas.filters import FlowFilter, FlowFilterName\n"
+        "with get_client(sync_client=True) as c:\n"
+        f"    runs = c.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[{flow_name!r}])))\n"
+        "    print(' '.join(str(r.infrastructure_pid).rsplit(':', 1)[-1] for r in runs"
+        " if r.infrastructure_pid and r.state and r.state.is_running()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    return [int(p) for p in out.stdout.split() if p.isdigit()]
+
+
 def run_on_cluster(cluster, world, tmp_path: Path, db: str, store_env: dict, kill_one: bool = False) -> dict:
     from infra.local_services import ProcessWorker
 
@@ -155,7 +179,7 @@ def run_on_cluster(cluster, world, tmp_path: Path, db: str, store_env: dict, kil
             settings = load_settings()
         killed = None
         if kill_one:
-            killed = kill_a_shard_worker(workers)
+            killed = kill_a_shard_worker(workers, env)
             # As an operator (or an autoscaler) would: a new worker replaces the dead one. Without it
             # the survivor, one of whose slots holds the parent run, logs the remaining shards one
             # at a time, each a fresh process: that, not a stuck run, is what overran 600 s here.
@@ -225,12 +249,31 @@ def wait_while_progressing(settings, what: str, stall: float = 420, cap: float =
     raise AssertionError(f"waited {cap:.0f} s for {what} ({seen} shards committed)")
 
 
-def kill_a_shard_worker(workers) -> str:
-    """Wait until one worker runs the parent flow and the other a shard run; SIGKILL the other."""
-    wait_for(lambda: any(children(w.proc.pid) for w in workers), 300, "a worker to start on_new_checkpoint")
-    parent_holder = next(w for w in workers if children(w.proc.pid))
-    victim = next(w for w in workers if w is not parent_holder)
-    wait_for(lambda: children(victim.proc.pid), 300, f"{victim.name} to start a shard run")
+def kill_a_shard_worker(workers, env: dict) -> str:
+    """SIGKILL a worker that runs a shard and not the parent flow run.
+
+    The parent (on_new_checkpoint, which resubmits crashed shards) is found by its process id as
+    the server reports it, not guessed from which worker has children first: a worker killed
+    with the parent takes the resubmitter with it, and no shard is ever retried (this test then
+    waited until its time-out). Killing the parent is a different failure (re-run the flow).
+    """
+    holder: list = []
+
+    def parent_found() -> bool:
+        for pid in flow_run_pids(env, "on_new_checkpoint"):
+            holder[:] = [w for w in workers if pid in descendants(w.proc.pid)]
+            if holder:
+                return True
+        return False
+
+    wait_for(parent_found, 300, "a worker to start on_new_checkpoint")
+    victim = next(w for w in workers if w is not holder[0])
+
+    def runs_a_shard() -> bool:
+        shard_pids = set(flow_run_pids(env, "log_shard"))
+        return bool(shard_pids & descendants(victim.proc.pid))
+
+    wait_for(runs_a_shard, 300, f"{victim.name} to start a shard run")
     time.sleep(3)  # inside the shard run: imports, model load, logging
     victim.kill()
     return victim.name

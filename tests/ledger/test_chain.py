@@ -96,6 +96,14 @@ def test_a_forged_reversal_and_a_run_outside_the_chain_are_named(engine):
     assert not report.ok and report.run_id == runs[2] and report.event == "reverse", str(report)
 
 
+def test_verify_checks_the_daily_totals_against_the_chained_deltas(engine):
+    three_runs(engine)
+    with engine.begin() as c:
+        c.execute(text("UPDATE provider_day_total SET credit_micros = credit_micros + 1 WHERE provider_id = 'beta'"))
+    report = verify_ledger(engine)
+    assert not report.ok and report.tables == ["provider_day_total"] and "beta" in str(report), str(report)
+
+
 def test_the_chain_cannot_fork(engine):
     three_runs(engine)
     with pytest.raises(IntegrityError), engine.begin() as c:

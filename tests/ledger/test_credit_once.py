@@ -15,6 +15,7 @@ from ledger import (
     RunReversedError,
     UnknownRunError,
     credited_queries,
+    live_credits,
     post_run,
     reverse_run,
 )
@@ -92,7 +93,7 @@ def test_unknown_run_and_duplicate_query_are_named_errors(engine):
     with pytest.raises(UnknownRunError, match="nope"):
         reverse_run(engine, "nope")
     dup = record(queries=[query("q1", "1", [("alpha", 1.0)]), query("q1", "1", [("beta", 1.0)])])
-    with pytest.raises(PolicyInputError, match="q1 appears twice"):
+    with pytest.raises(PolicyInputError, match="q1: appears twice"):
         post_run(engine, dup)
     assert issubclass(PolicyInputError, LedgerError) and issubclass(PolicyInputError, ValueError)
     assert issubclass(LedgerError, DataworthError) and issubclass(QueryAlreadyCreditedError, LedgerError)
@@ -116,3 +117,23 @@ def test_the_run_key_covers_every_scoring_setting(change):
     reweighted = replace(base, checkpoints=[replace(base.checkpoints[0], weight=2.0)])
     assert reweighted.key() != base.key()
     assert replace(base).key() == base.key()
+
+
+@pytest.mark.parametrize(
+    ("bad", "query_id"),
+    [
+        (query("nan", "1", [("alpha", float("nan"))]), "nan"),
+        (query("negative", "-1", [("alpha", 1.0)]), "negative"),
+        (query("stranger", "1", [("zeta", 1.0)]), "stranger"),
+    ],
+)
+def test_a_refused_query_is_named_so_the_others_can_be_posted(engine, bad, query_id):
+    setup_ledger(engine)
+    rec = record()
+    rec.queries.append(bad)
+    with pytest.raises(PolicyInputError) as err:
+        post_run(engine, rec)
+    assert err.value.query_id == query_id
+    rec.queries = [q for q in rec.queries if q.query_id != err.value.query_id]
+    run = post_run(engine, rec).run_id
+    assert live_credits(engine, ["q1", "q2", "q3", query_id]) == {"q1": run, "q2": run, "q3": run}

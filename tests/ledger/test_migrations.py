@@ -1,4 +1,4 @@
-"""Revision 0003 upgrades a 0002 ledger with its rows intact, backfilled and chained."""
+"""Revisions 0003 and 0004 upgrade a 0002 ledger with its rows intact, backfilled and chained."""
 
 from __future__ import annotations
 
@@ -71,6 +71,8 @@ def test_a_0002_ledger_upgrades_with_rows_intact(db_url):
             for t in ("ledger_entry", "valuation_run", "run_checkpoint", "query_attribution", "provider_score")
         }
     assert current_revision(engine) == "0002"
+    upgrade(engine, "0003")  # a stop at 0003, as ledgers made before 0004 are
+    assert current_revision(engine) == "0003"
     engine.dispose()
     engine = open_ledger(db_url)
     assert current_revision(engine) == HEAD

@@ -14,6 +14,7 @@ from ledger import (
     VIEWS,
     TopKEntry,
     UnknownQueryError,
+    UnknownViewError,
     attributions,
     credits,
     open_ledger,
@@ -102,6 +103,8 @@ def test_receipt_explains_every_credit(engine):
     assert [p["provider_id"] for p in q1["providers"]] == ["alpha", "beta"]  # lexical gamma earns nothing
     with pytest.raises(UnknownQueryError):
         query_receipt(engine, "never-valued")
+    with pytest.raises(UnknownViewError, match="v_query_receipt"):
+        read_view(engine, "v_nope")
 
 
 def test_lexical_evidence_never_changes_credit(tmp_path):

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 import torch
 
 from valuation.evaluate import (
+    EvalTask,
+    ShapleyArguments,
     coalition_masks,
     credit_shares,
+    evaluate_provider_shapley,
     pro_rata_credit,
     provider_shapley,
     shapley_agreement,
@@ -89,3 +93,30 @@ def test_agreement_metrics_on_hand_built_credit():
     assert got["top1"]["mean"] == 0.0
     rata = pro_rata_credit(GROUPS, P, 2)
     assert rata.tolist() == [[3.0, 2.0, 3.0, 1.0]] * 2
+
+
+def test_evaluate_provider_shapley_on_an_additive_task(tmp_path):
+    own = torch.tensor([[2.0, 0.5, 0.1, 0.0], [0.0, 0.0, 1.0, 3.0]], dtype=torch.float64)
+
+    def score_methods(names=None):
+        # "oracle" gives each example its provider's own contribution; "flat" credits pro rata.
+        oracle = own[:, GROUPS] / torch.bincount(GROUPS, minlength=P)[GROUPS]
+        return {"oracle": oracle, "flat": torch.ones(2, len(GROUPS), dtype=torch.float64)}
+
+    task = EvalTask(
+        name="additive",
+        n_train=len(GROUPS),
+        train_fn=lambda mask, seed: mask,
+        measure_fn=lambda mask: own @ present(mask),
+        score_methods=score_methods,
+        providers=GROUPS,
+    )
+    report = evaluate_provider_shapley(task, ShapleyArguments(seeds=1, cache_dir=tmp_path))
+    assert report["providers"] == P
+    torch.testing.assert_close(torch.tensor(report["shapley"], dtype=torch.float64), own, rtol=1e-12, atol=1e-12)
+    assert report["methods"]["oracle"]["sum"]["all"]["l1"]["mean"] == pytest.approx(0.0, abs=1e-12)
+    assert report["methods"]["oracle"]["sum"]["all"]["top1"]["mean"] == 1.0
+    flat = report["methods"]["flat"]["sum"]["all"]["l1"]["mean"]
+    assert flat == pytest.approx(report["pro-rata"]["all"]["l1"]["mean"]) and flat > 0.5
+    with pytest.raises(ValueError, match="no providers"):
+        evaluate_provider_shapley(replace(task, providers=None), ShapleyArguments(seeds=1))

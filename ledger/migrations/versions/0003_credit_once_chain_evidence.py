@@ -19,7 +19,7 @@ from alembic import op
 
 from ledger.chain import append_link
 from ledger.policies import split_by_checkpoint
-from ledger.views import append_only_sql, create_views_sql, drop_views_0001_sql
+from ledger.views import append_only_sql, drop_views_0001_sql
 
 revision = "0003"
 down_revision = "0002"
@@ -282,5 +282,4 @@ def upgrade() -> None:
     _backfill(conn)
     for sql in append_only_sql(conn.dialect.name):
         op.execute(sql)
-    for sql in create_views_sql(conn.dialect.name):
-        op.execute(sql)
+    # The views come back in 0004, over the per-day totals it adds.

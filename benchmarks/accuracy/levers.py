@@ -1,0 +1,111 @@
+"""One LoGra recipe with every fidelity lever as an option, for the accuracy suites.
+
+The levers (issue 12): optimizer-aware gradients (Adam's factored second moment folded into the
+projections), the sampled-label (true) Fisher for the fit and the projected Fisher, a mixed
+train/query second moment, unit normalisation (mode ``cosine``), damping by a spectral rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from valuation import LoGra, LoGraConfig, ProjectedFisher, influence_scores, self_influence
+from valuation.fisher import mixed_fisher
+from valuation.loss import SampledLabelLoss
+
+
+@dataclass(frozen=True)
+class LeverConfig:
+    """Which levers a scoring run pulls (defaults: the platform's recipe)."""
+
+    k: int = 16
+    init: str = "pca"
+    optimizer: bool = False
+    fisher: str = "empirical"  # or "sampled"
+    mix_alpha: float = 0.0
+    mode: str = "if"
+    damping: float = 0.1
+    damping_rule: str = "mean_ratio"
+
+    def label(self) -> str:
+        parts = [f"LoGra {self.init} k={self.k}"]
+        if self.optimizer:
+            parts.append("Adam-scaled")
+        if self.fisher != "empirical":
+            parts.append(f"{self.fisher} Fisher")
+        if self.mix_alpha:
+            parts.append(f"mixed α={self.mix_alpha}")
+        if self.mode != "if":
+            parts.append(self.mode)
+        if self.damping_rule != "mean_ratio" or self.damping != 0.1:
+            parts.append(f"damping {self.damping_rule} {self.damping}")
+        return ", ".join(parts)
+
+
+SINGLE_LEVERS = (  # the default, then each lever alone
+    LeverConfig(),
+    LeverConfig(optimizer=True),
+    LeverConfig(fisher="sampled"),
+    LeverConfig(mix_alpha=0.1),
+    LeverConfig(mix_alpha=0.5),
+    LeverConfig(mode="cosine"),
+    LeverConfig(damping_rule="effective_rank", damping=0.25),
+)
+
+
+def lever_scores(
+    model: nn.Module,
+    train_batches: Sequence[Any],
+    query_batches: Sequence[Any],
+    loss_fn: Callable[[nn.Module, Any], torch.Tensor],
+    cfg: LeverConfig,
+    kind: str,
+    include: tuple[str, ...] = ("mlp", "attn"),
+    second_moments: Mapping[str, torch.Tensor] | None = None,
+    owner: torch.Tensor | None = None,
+    n_train: int | None = None,
+) -> torch.Tensor:
+    """``(n_query, n_train)`` scores; with ``owner`` ``(n_rows,)`` train rows (sequences) are summed
+    into ``n_train`` documents before the Fisher and the scores, as the LM suite does."""
+    logra = LoGra(
+        model,
+        LoGraConfig(k_in=cfg.k, k_out=cfg.k, init=cfg.init, include=include, seed=0, optimizer_scaling=cfg.optimizer),
+    )
+    if cfg.optimizer:
+        if second_moments is None:
+            raise ValueError("the optimizer lever needs the checkpoint's second moments")
+        logra.set_optimizer_state(second_moments)
+    sampled = cfg.fisher == "sampled"
+    if cfg.init == "pca":
+        logra.fit(train_batches, loss_fn=SampledLabelLoss(0, kind) if sampled else loss_fn)
+
+    def rows(batches, fn) -> torch.Tensor:
+        g = torch.cat([logra.gradients(b, loss_fn=fn) for b in batches])
+        if owner is None:
+            return g
+        return torch.zeros(n_train, g.shape[1], dtype=g.dtype).index_add_(0, owner, g)
+
+    g = rows(train_batches, loss_fn)
+    q = torch.cat([logra.gradients(b, loss_fn=loss_fn) for b in query_batches])
+    fisher = ProjectedFisher(logra.layout)
+    fisher.update(rows(train_batches, SampledLabelLoss(1, kind)) if sampled else g)
+    if cfg.mix_alpha:
+        query_fisher = ProjectedFisher(logra.layout)
+        query_fisher.update(q)
+        fisher = mixed_fisher(fisher, query_fisher, cfg.mix_alpha)
+    pre = fisher.preconditioner(cfg.damping, rule=cfg.damping_rule)
+    return influence_scores(pre(q), g, cfg.mode, self_influence(g, pre), self_influence(q, pre)).double()
+
+
+def paired(a: Sequence[float], b: Sequence[float]) -> dict:
+    """Mean difference ``a − b`` over paired queries, its standard error, and wins of ``a``."""
+    x, y = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+    ok = ~(x.isnan() | y.isnan())
+    d = (x - y)[ok]
+    se = float(d.std() / len(d) ** 0.5) if len(d) > 1 else float("nan")
+    return {"diff": float(d.mean()), "se": se, "wins": int((d > 0).sum()), "n": len(d)}

@@ -1,0 +1,264 @@
+"""Each fidelity lever on the demo GPT-2: planted facts (final checkpoint, checkpoint set) and, when
+the provider Shapley ground truth of the same corpus exists, agreement with it.
+
+    PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.levers_lm [--docs-per-provider 24 --fact-repeats 3]
+
+The demo recipe (``flows.demo.model``) is run once on the whole corpus with every checkpoint saved
+the way Hugging Face Trainer saves one: ``optimizer.pt`` (AdamW state, parameter names recorded)
+and ``trainer_state.json`` (``log_history`` with the learning rate of every step), so the
+optimizer lever and the trajectory weights read what a real training run leaves behind.
+Writes ``benchmarks/accuracy/out/levers-lm-<corpus>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from benchmarks.accuracy.levers import SINGLE_LEVERS, LeverConfig, lever_scores, paired
+from benchmarks.accuracy.lm import OUT, LMSuite, LMSuiteArguments, sequence_losses
+from valuation import default_lm_loss
+from valuation.combine import checkpoint_weights, combine_score_matrices
+from valuation.evaluate import (
+    planted_accuracy,
+    pro_rata_credit,
+    provider_credit,
+    shapley_agreement,
+    tail_patch_check,
+)
+from valuation.optimizer import load_hf_optimizer_state
+
+
+@contextmanager
+def hf_style_checkpoints() -> Iterator[None]:
+    """While active, ``torch.optim.AdamW`` records its learning rate per step and every
+    ``save_pretrained`` also writes ``optimizer.pt`` and ``trainer_state.json`` beside the weights."""
+    from transformers import PreTrainedModel
+
+    recorded: dict = {}
+    original_adamw, original_save = torch.optim.AdamW, PreTrainedModel.save_pretrained
+
+    class RecordingAdamW(original_adamw):
+        def __init__(self, params, *args, **kwargs):
+            super().__init__(params, *args, **kwargs)
+            recorded.update(opt=self, log=[])
+
+        def step(self, closure=None):
+            out = super().step(closure)
+            recorded["log"].append({"step": len(recorded["log"]) + 1, "learning_rate": self.param_groups[0]["lr"]})
+            return out
+
+    def save(self, path, *args, **kwargs):
+        original_save(self, path, *args, **kwargs)
+        if "opt" in recorded:
+            state = recorded["opt"].state_dict()
+            state["param_groups"][0]["param_names"] = [n for n, _ in self.named_parameters()]
+            torch.save(state, Path(path) / "optimizer.pt")
+            blob = {"global_step": len(recorded["log"]), "log_history": list(recorded["log"])}
+            (Path(path) / "trainer_state.json").write_text(json.dumps(blob))
+
+    torch.optim.AdamW, PreTrainedModel.save_pretrained = RecordingAdamW, save
+    try:
+        yield
+    finally:
+        torch.optim.AdamW, PreTrainedModel.save_pretrained = original_adamw, original_save
+
+
+CONFIGS = [
+    *SINGLE_LEVERS,
+    LeverConfig(fisher="sampled", damping=0.001),  # the sampled Fisher's spectrum needs less relative damping
+    LeverConfig(optimizer=True, mode="cosine"),
+    LeverConfig(optimizer=True, mix_alpha=0.5, mode="cosine"),
+    LeverConfig(mix_alpha=0.5, mode="cosine"),
+    LeverConfig(k=32),  # k=64 needs 4096² eigendecompositions per module: too slow on the shared CPU
+]
+
+
+def tail_patch(suite: LMSuite, final: Path, methods: dict[str, torch.Tensor], k: int = 10, lr: float = 1e-4) -> dict:
+    """On the final model, per planted-fact query: one SGD step on its top-k documents by each
+    method vs k random documents; change of minus the response loss (its log-probability)."""
+    from valuation import pad_batch
+
+    model = suite.load(final)
+    facts = suite.query_batches[1]
+    seqs = [
+        b["input_ids"][i][b["attention_mask"][i].bool()].tolist()
+        for b in suite.train_batches
+        for i in range(len(b["input_ids"]))
+    ]
+    pad = suite.tokenizer.pad_token_id
+
+    def batch_of(docs: list[int]) -> dict:
+        chosen = set(docs)
+        return pad_batch([s for s, o in zip(seqs, suite.owner.tolist(), strict=True) if o in chosen], pad)
+
+    chosen = [
+        f"{LeverConfig(**kw).label()}, {how}"
+        for kw in ({}, {"mode": "cosine"}, {"optimizer": True, "mix_alpha": 0.5, "mode": "cosine"})
+        for how in ("set normalised", "final checkpoint")
+    ]
+    out = {}
+    for label in [*chosen, "BM25", "TF-IDF, character 3-5-grams"]:
+        s = methods[label]
+        res = tail_patch_check(
+            model, default_lm_loss, lambda m: -sequence_losses(m, facts)[0], s[suite.fact_queries], batch_of, k, lr
+        )
+        out[label] = res.summary()
+        print("tail-patch", label, out[label], flush=True)
+    return out
+
+
+QUICK = [
+    LeverConfig(),
+    LeverConfig(optimizer=True),
+    LeverConfig(mix_alpha=0.5),
+    LeverConfig(mode="cosine"),
+    LeverConfig(mix_alpha=0.5, mode="cosine"),
+    LeverConfig(optimizer=True, mix_alpha=0.5, mode="cosine"),
+]
+ANSWER_ONLY = [LeverConfig(), LeverConfig(mode="cosine"), LeverConfig(mix_alpha=0.5, mode="cosine")]
+
+
+def answer_only_batches(suite: LMSuite) -> list[dict]:
+    """The suite's query batches with each planted fact's loss on its answer word only (TrackStar's
+    answer-only loss; e.g. " Queltrin."): the rest of the response joins the prompt."""
+    from valuation import query_batch
+
+    tok = suite.tokenizer
+    prompts, answers = [], []
+    for q in suite.facts:
+        head, _, last = q["response"].rpartition(" ")
+        prompts.append(tok(q["prompt"] + head, add_special_tokens=False)["input_ids"])
+        answers.append(tok(" " + last, add_special_tokens=False)["input_ids"])
+    return [suite.query_batches[0], query_batch(prompts, answers, tok.pad_token_id, suite.args.recipe.max_length)]
+
+
+def score_levers(
+    suite: LMSuite,
+    paths: list[Path],
+    weights: list[float],
+    t0: float,
+    configs: list[LeverConfig] = CONFIGS,
+    suffix: str = "",
+) -> dict[str, torch.Tensor]:
+    """Every lever at every checkpoint, combined per checkpoint set; lexical baselines beside
+    (``suffix`` ", answer-only": planted-fact queries with :func:`answer_only_batches`)."""
+    query_batches = answer_only_batches(suite) if suffix else suite.query_batches
+    per_ck: dict[str, list[torch.Tensor]] = {}
+    for path in paths:
+        model = suite.load(path)
+        moments = load_hf_optimizer_state(model, path)
+        for cfg in configs:
+            per_ck.setdefault(cfg.label() + suffix, []).append(
+                lever_scores(
+                    model,
+                    suite.train_batches,
+                    query_batches,
+                    default_lm_loss,
+                    cfg,
+                    "lm",
+                    second_moments=moments,
+                    owner=suite.owner,
+                    n_train=suite.n_train,
+                )
+            )
+            print(path.name, cfg.label() + suffix, f"{time.time() - t0:.0f} s", flush=True)
+    methods: dict[str, torch.Tensor] = {}
+    for label, scores in per_ck.items():
+        methods[f"{label}, final checkpoint"] = scores[-1]
+        methods[f"{label}, set normalised"] = combine_score_matrices(scores, normalise=True)
+        methods[f"{label}, set normalised, lr-weighted"] = combine_score_matrices(scores, weights, normalise=True)
+        methods[f"{label}, first checkpoint"] = scores[0]
+    from valuation.baselines import tfidf_similarity
+    from valuation.lexical import bm25_scores
+
+    methods["TF-IDF, character 3-5-grams"] = tfidf_similarity(suite.query_texts, suite.texts)
+    methods["BM25"] = bm25_scores(suite.query_texts, suite.texts)
+    if suffix:
+        return {k: v for k, v in methods.items() if suffix in k}
+    return methods
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--docs-per-provider", type=int, default=60)
+    parser.add_argument("--fact-repeats", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=24, help="of the demo recipe (24)")
+    parser.add_argument("--quick", action="store_true", help="only the default and the mixed/cosine/Adam levers")
+    parser.add_argument("--out", type=Path, default=OUT)
+    a = parser.parse_args()
+    torch.set_num_threads(1)
+    t0 = time.time()
+    args = LMSuiteArguments.sized(a.docs_per_provider, a.fact_repeats, a.epochs)
+    name = f"{a.docs_per_provider}x{a.fact_repeats}" + ("" if a.epochs == 24 else f"-e{a.epochs}")
+    suite = LMSuite(args, a.out / f"levers-lm-{name}")
+    run_dir = suite.workdir / "full-seed0-hf"
+    paths = sorted(run_dir.glob("step-*"))
+    if len(paths) != args.recipe.checkpoints or not all((p / "optimizer.pt").exists() for p in paths):
+        with hf_style_checkpoints():
+            paths = suite.train(torch.ones(suite.n_train, dtype=torch.bool), 0, run_dir)
+    steps = [int(p.name.split("-")[1]) for p in paths]
+    weights = checkpoint_weights(paths[-1] / "trainer_state.json", steps)
+    print("checkpoints", steps, "learning-rate weights", [round(w, 3) for w in weights], flush=True)
+    saved = suite.workdir / "lever-scores.pt"
+    # Scores are kept: a rerun only re-reads the Shapley values and re-reports.
+    configs = QUICK if a.quick else CONFIGS
+    methods = torch.load(saved)["scores"] if saved.exists() else score_levers(suite, paths, weights, t0, configs)
+    if not any("answer-only" in k for k in methods):
+        methods.update(score_levers(suite, paths, weights, t0, ANSWER_ONLY, ", answer-only"))
+    torch.save({"scores": methods, "weights": weights}, saved)
+    shapley_path = a.out / f"shapley-{name}.pt"
+    saved_shapley = torch.load(shapley_path) if shapley_path.exists() else None
+    shapley = saved_shapley["values"] if saved_shapley is not None else None
+    n_p = len(suite.providers)
+    report: dict = {"corpus": name, "weights": weights, "methods": {}}
+    for label, s in methods.items():
+        entry: dict = {}
+        for policy in ("topk_share", "sum"):
+            credit = provider_credit(s[suite.fact_queries], suite.groups, n_p, policy)
+            entry[f"planted {policy}"] = planted_accuracy(credit, suite.fact_truth)["accuracy"]
+            if shapley is not None:
+                credit = provider_credit(s, suite.groups, n_p, policy)
+                entry[f"shapley {policy}"] = shapley_agreement(credit, shapley)
+                entry[f"shapley {policy}, planted-fact queries"] = shapley_agreement(
+                    credit, shapley, suite.fact_queries
+                )
+        report["methods"][label] = entry
+    if shapley is not None:
+        per_seed = saved_shapley["per_seed"]
+        report["shapley seeds"] = len(per_seed)
+        if len(per_seed) > 1:  # the noise floor: one seed's Shapley values against another's
+            report["shapley seed agreement"] = shapley_agreement(per_seed[0], per_seed[1])
+        rata = pro_rata_credit(suite.groups, n_p, shapley.shape[0])
+        report["pro-rata"] = {
+            "all": shapley_agreement(rata, shapley),
+            "planted-fact queries": shapley_agreement(rata, shapley, suite.fact_queries),
+        }
+        base = report["methods"][f"{LeverConfig().label()}, set normalised"]
+        for entry in report["methods"].values():
+            for policy in ("topk_share", "sum"):
+                entry[f"shapley {policy}"]["l1 vs default set"] = paired(
+                    entry[f"shapley {policy}"]["per_query_l1"], base[f"shapley {policy}"]["per_query_l1"]
+                )
+    patch_path = suite.workdir / "tail-patch.json"
+    if not patch_path.exists():
+        patch_path.write_text(json.dumps(tail_patch(suite, paths[-1], methods)))
+    report["tail_patch"] = json.loads(patch_path.read_text())
+    report["seconds"] = time.time() - t0
+    (a.out / f"levers-lm-{name}.json").write_text(json.dumps(report, indent=2))
+    for label, e in report["methods"].items():
+        line = f"{label:75s} planted {e['planted topk_share']:.3f} / sum {e['planted sum']:.3f}"
+        if shapley is not None:
+            r = e["shapley topk_share"]
+            line += f"  shapley L1 {r['l1']['mean']:.3f} top1 {r['top1']['mean']:.3f}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,399 @@
+"""Indexed top-k: a Lance vector index over a gradient table, candidates re-ranked exactly.
+
+Top-k is a maximum inner product search of the preconditioned query ``q̃`` against the stored
+``g_i`` (mode ``if``) or against ``g_i/√self_i`` (``relatif``; ``cosine`` divides every score of a
+query by the same positive ``√(q̃ᵀq)``, so it ranks like ``relatif``). The ``raw`` family indexes
+the table's own vector column; the ``unit`` family indexes a companion table ``unit_<table>`` of
+normalised copies (one more copy of the vectors, written once at finalize) holding each row's
+position in the gradient table and its self-influence.
+
+A query asks the index (``metric="dot"``) for ``k × refine_factor`` candidates, reads their stored
+vectors back and scores them exactly in float64 with the mode's normalisation; the result says how
+it was found. Below ``min_rows`` (or without an index) the exact streamed scan answers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import lance
+import numpy as np
+import pyarrow as pa
+import torch
+
+from storage import codec
+from storage.gradients import VECTOR_FILE_FORMAT, GradientTable
+from valuation.errors import DataworthError
+from valuation.scoring import _EPS, MODES
+
+FAMILY = {"if": "raw", "relatif": "unit", "cosine": "unit"}
+META_KEY = "dataworth.index"
+
+
+class VectorIndexError(DataworthError, RuntimeError):
+    """The index is missing, stale (built from another table version) or was asked for nonsense."""
+
+
+@dataclass(frozen=True)
+class IndexArguments:
+    """How a table's index is built and queried.
+
+    Attributes:
+        index_type: a Lance vector index (``IVF_PQ``, ``IVF_RQ``, ``IVF_SQ``, ``IVF_HNSW_SQ`` ...).
+        num_partitions: IVF lists; ``None``: ``rows / rows_per_partition``.
+        rows_per_partition: target list size when ``num_partitions`` is ``None``.
+        num_sub_vectors: PQ sub-vectors; ``None``: ``dim / 16``.
+        kmeans_sample: rows sampled to train the IVF centroids here (torch, float32).
+        kmeans_iters: Lloyd iterations of that training (and of the PQ codebook's).
+        pq_sample: rows of that sample that train the PQ codebook (256 codes per sub-vector).
+        nprobes: lists searched per query.
+        refine_factor: ``k × refine_factor`` candidates are re-ranked exactly.
+        min_rows: tables with fewer committed rows are not indexed (an exact scan is cheap).
+        seed: seed of the centroid sample.
+    """
+
+    index_type: str = "IVF_PQ"
+    num_partitions: int | None = None
+    rows_per_partition: int = 1024
+    num_sub_vectors: int | None = None
+    kmeans_sample: int = 32768
+    kmeans_iters: int = 10
+    pq_sample: int = 8192
+    # Measured at 1e5 x 4096 (98 lists): recall@10 0.94 at 20 lists, 0.97 at 40 (benchmarks/RESULTS.md).
+    nprobes: int = 40
+    refine_factor: int = 10
+    min_rows: int = 200_000
+    seed: int = 0
+
+    def partitions(self, rows: int) -> int:
+        return self.num_partitions or max(1, min(rows // 16, round(rows / self.rows_per_partition)))
+
+
+@dataclass
+class TopK:
+    """Per query the ``k`` best rows, best first: ids ``(n_query)`` lists of length ≤ k, exact
+    float64 ``scores`` ``(n_query, k)`` (``-inf`` padding), and ``method`` (how they were found)."""
+
+    example_ids: list[list[str]]
+    doc_ids: list[list[str]]
+    provider_ids: list[list[str]]
+    scores: torch.Tensor
+    method: str
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int, seed: int = 0, block: int = 8192) -> torch.Tensor:
+    """Lloyd's k-means (squared L2) of ``x`` ``(n, dim)`` from a k-means++ start → centroids
+    ``(k, dim)`` float32; an emptied list keeps its previous centroid."""
+    x = x.float()
+    gen = torch.Generator().manual_seed(seed)
+    norms = (x * x).sum(1)
+    first = int(torch.randint(x.shape[0], (1,), generator=gen))
+    centroids = [x[first]]
+    closest = (norms - 2 * x @ x[first] + norms[first]).clamp_min(0)
+    for _ in range(1, min(k, x.shape[0])):
+        pick = int(torch.multinomial(closest.double() + 1e-30, 1, generator=gen))
+        centroids.append(x[pick])
+        closest = torch.minimum(closest, (norms - 2 * x @ x[pick] + norms[pick]).clamp_min(0))
+    c = torch.stack(centroids)
+    for _ in range(iters):
+        assign = nearest_centroid(x, c, block)
+        sums = torch.zeros_like(c).index_add_(0, assign, x)
+        counts = torch.bincount(assign, minlength=c.shape[0])
+        filled = counts > 0
+        c[filled] = sums[filled] / counts[filled, None].float()
+    return c
+
+
+def nearest_centroid(x: torch.Tensor, centroids: torch.Tensor, block: int = 8192) -> torch.Tensor:
+    """Index of the nearest centroid (squared L2) of each row of ``x`` ``(n, dim)``."""
+    half = 0.5 * (centroids * centroids).sum(1)
+    return torch.cat([(x[s : s + block] @ centroids.T - half).argmax(1) for s in range(0, x.shape[0], block)])
+
+
+def train_pq(
+    residuals: torch.Tensor, num_sub_vectors: int, iters: int, seed: int = 0, block: int = 1024
+) -> torch.Tensor:
+    """Product-quantisation codebook ``(num_sub_vectors, 256, dim / num_sub_vectors)`` float32: 256
+    k-means centroids per sub-vector of ``residuals`` ``(n, dim)`` (all sub-spaces in one batched matmul)."""
+    n, dim = residuals.shape
+    if dim % num_sub_vectors:
+        raise VectorIndexError(f"dim {dim} is not a multiple of num_sub_vectors {num_sub_vectors}")
+    x = residuals.float().reshape(n, num_sub_vectors, -1).transpose(0, 1).contiguous()  # (m, n, ds)
+    gen = torch.Generator().manual_seed(seed)
+    c = x[:, torch.randperm(n, generator=gen)[: min(256, n)]].clone()
+    if c.shape[1] < 256:  # fewer rows than codes: repeat (unused codes are harmless)
+        c = c.repeat(1, -(-256 // c.shape[1]), 1)[:, :256]
+    for _ in range(iters):
+        half = 0.5 * (c * c).sum(2)  # (m, 256)
+        assign = torch.cat(
+            [(torch.bmm(x[:, s : s + block], c.transpose(1, 2)) - half[:, None]).argmax(2) for s in range(0, n, block)],
+            1,
+        )  # (m, n)
+        sums = torch.zeros_like(c).scatter_add_(1, assign[..., None].expand(-1, -1, x.shape[2]), x)
+        counts = torch.zeros(c.shape[:2]).scatter_add_(1, assign, torch.ones_like(assign, dtype=torch.float32))
+        filled = counts > 0
+        c[filled] = sums[filled] / counts[filled][:, None]
+    return c
+
+
+def _sample(table: GradientTable, version: int, rows: int, n: int, seed: int, source=None) -> torch.Tensor:
+    ds = source if source is not None else table._dataset(version)
+    pick = np.sort(np.random.default_rng(seed).choice(rows, size=min(n, rows), replace=False))
+    vec = ds.take(pick, columns=["vector"]).column("vector").combine_chunks()
+    flat = vec.values.to_numpy(zero_copy_only=False)
+    return codec.numpy_view(flat, "float16" if flat.dtype == np.float16 else "float32").reshape(len(pick), -1).float()
+
+
+def _unit_uri(table: GradientTable) -> str:
+    return f"{table.store.uri.rstrip('/')}/unit_{table.name}.lance"
+
+
+def _write_unit_table(table: GradientTable, version: int, chunk_rows: int):
+    """``unit_<table>``: per row its position in the table, self-influence and ``g/√self``."""
+    if table.dtype not in ("float16", "float32"):
+        raise VectorIndexError(f"{table.name}: the unit index needs a float16/float32 table, not {table.dtype}")
+    self_inf: dict[str, float] = {}
+    for shard in table.committed_shards(version):
+        self_inf |= table.self_influence(shard)
+    value = pa.float16() if table.dtype == "float16" else pa.float32()
+    schema = pa.schema(
+        [
+            pa.field("pos", pa.int64(), nullable=False),
+            pa.field("self_influence", pa.float64(), nullable=False),
+            pa.field("vector", pa.list_(value, table.dim), nullable=False),
+        ]
+    )
+
+    def batches():
+        pos = 0
+        for chunk in table.read(chunk_rows=chunk_rows, version=version, prefetch=0):
+            try:
+                s = torch.tensor([self_inf[e] for e in chunk.example_ids], dtype=torch.float64)
+            except KeyError as exc:
+                raise VectorIndexError(f"{table.name}: no self-influence for example {exc}; finalize first") from None
+            unit = chunk.vectors.double() / s.clamp_min(_EPS).sqrt()[:, None]
+            flat = unit.to(torch.float16 if table.dtype == "float16" else torch.float32).numpy().reshape(-1)
+            yield pa.RecordBatch.from_arrays(
+                [
+                    pa.array(np.arange(pos, pos + len(chunk), dtype=np.int64)),
+                    pa.array(s.numpy()),
+                    pa.FixedSizeListArray.from_arrays(pa.array(flat), table.dim),
+                ],
+                schema=schema,
+            )
+            pos += len(chunk)
+
+    reader = pa.RecordBatchReader.from_batches(schema, batches())
+    return lance.write_dataset(
+        reader, _unit_uri(table), mode="overwrite", data_storage_version=VECTOR_FILE_FORMAT, max_rows_per_file=1 << 22
+    )
+
+
+def build_index(
+    table: GradientTable,
+    args: IndexArguments = IndexArguments(),
+    modes: Sequence[str] = ("if",),
+    chunk_rows: int = 8192,
+) -> dict[str, dict]:
+    """Index ``table`` for the ``modes`` (one index per family); returns per family what was built
+    (``{"skipped": reason}`` below ``args.min_rows``). Run at finalize after ``optimize()`` and
+    after the self-influence is written (the unit family reads it); the raw index adds a table
+    version, so build aggregates after it."""
+    table.tbl.checkout_latest()
+    version = table.version
+    rows = table.count_rows(version)
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise VectorIndexError(f"modes must be among {MODES}, got {tuple(modes)}")
+    # Positions and index entries cover every row of the version: no open shard may hold any.
+    if len(table.committed_shards(version)) != len(table.shard_states(version)):
+        raise VectorIndexError(f"{table.name}: shards are still open; index after logging finished")
+    out: dict[str, dict] = {}
+    for family in sorted({FAMILY[m] for m in modes}):
+        if rows < args.min_rows:
+            out[family] = {"skipped": f"{rows} rows < min_rows {args.min_rows}: exact scan"}
+            continue
+        ds = table._dataset(version) if family == "raw" else _write_unit_table(table, version, chunk_rows)
+        info = _index_dataset(ds, table, version, rows, args)
+        if family == "raw":
+            table.tbl.checkout_latest()
+            info["table_version"] = table.version  # the index is a new version of the table itself
+        out[family] = info
+        _save_meta(table, family, info)
+    return out
+
+
+def _index_dataset(ds, table: GradientTable, version: int, rows: int, args: IndexArguments) -> dict:
+    start = time.perf_counter()
+    parts = args.partitions(rows)
+    sample = _sample(table, version, rows, max(args.kmeans_sample, 4 * parts), args.seed, source=ds)
+    # Lance assigns rows to the list of largest q·c under the dot metric, so lists must be built
+    # from centroids of one common norm (else the longest centroids take nearly every row: lists
+    # of 0 .. 37,873 rows at 1e5 measured). Clusters of directions (spherical k-means), scaled to
+    # the mean row norm.
+    norms = sample.norm(dim=1, keepdim=True)
+    centroids = kmeans(sample / norms.clamp_min(1e-30), parts, args.kmeans_iters, args.seed)
+    centroids = centroids / centroids.norm(dim=1, keepdim=True).clamp_min(1e-30) * norms.mean()
+    # Lance wants the trained parameters in the column's own float type.
+    np_type = np.float16 if table.dtype == "float16" else np.float32
+    kw = {}
+    if "PQ" in args.index_type:
+        kw["num_sub_vectors"] = args.num_sub_vectors or max(1, table.dim // 16)
+        # Lance's own PQ training dominated the build (minutes at 1e5 x 4096 on 2 cores): trained
+        # here, one batched matmul per Lloyd step. Under the dot metric Lance encodes the rows
+        # themselves, not residuals (measured: a residual codebook gave 52% error on q·x, 2% raw).
+        gen = torch.Generator().manual_seed(args.seed + 1)
+        pq_rows = sample[torch.randperm(sample.shape[0], generator=gen)[: args.pq_sample]]
+        codebook = train_pq(pq_rows, kw["num_sub_vectors"], args.kmeans_iters, args.seed)
+        kw["pq_codebook"] = codebook.numpy().astype(np_type)
+    trained = time.perf_counter() - start
+    ds = ds.create_index(
+        "vector",
+        args.index_type,
+        metric="dot",
+        replace=True,
+        num_partitions=parts,
+        ivf_centroids=centroids.numpy().astype(np_type),
+        **kw,
+    )
+    return {
+        "index_type": args.index_type,
+        "num_partitions": parts,
+        "num_sub_vectors": kw.get("num_sub_vectors"),
+        "list_sizes": _list_sizes(ds),
+        "rows": rows,
+        "source_version": version,
+        "train_s": trained,
+        "build_s": time.perf_counter() - start,
+    }
+
+
+def _list_sizes(ds) -> dict[str, float]:
+    """Min / median / max rows per IVF list (a dot-metric IVF can pile rows into few lists)."""
+    try:
+        name = ds.list_indices()[-1]["name"]
+        stats = ds.stats.index_stats(name)["indices"][0]
+        sizes = [p["size"] for p in stats["partitions"]]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return {}
+    return {"min": float(min(sizes)), "median": float(np.median(sizes)), "max": float(max(sizes))}
+
+
+def _meta_path(table: GradientTable, family: str) -> str:
+    return f"{family}_index_{table.name}"
+
+
+def _save_meta(table: GradientTable, family: str, info: dict) -> None:
+    # One small LanceDB table per (table, family): versioned like everything else in the store.
+    meta = pa.table({"info": [json.dumps(info, sort_keys=True)]})
+    table.store.db.create_table(_meta_path(table, family), meta, mode="overwrite")
+
+
+def index_info(table: GradientTable, family: str) -> dict | None:
+    try:
+        t = table.store.db.open_table(_meta_path(table, family))
+    except (ValueError, FileNotFoundError):
+        return None
+    return json.loads(t.to_arrow().column("info")[0].as_py())
+
+
+def method_string(info: dict, args: IndexArguments) -> str:
+    sv = f",sv={info['num_sub_vectors']}" if info.get("num_sub_vectors") else ""
+    return (
+        f"index:{info['index_type']}(p={info['num_partitions']}{sv},nprobes={args.nprobes},refine={args.refine_factor})"
+    )
+
+
+def topk(
+    table: GradientTable,
+    queries_pre: torch.Tensor,
+    k: int,
+    mode: str = "if",
+    query_self: torch.Tensor | None = None,
+    args: IndexArguments = IndexArguments(),
+    version: int | None = None,
+    exact: bool = False,
+    chunk_rows: int = 8192,
+) -> TopK:
+    """Top-``k`` rows per preconditioned query ``(n_query, dim)`` by the index when the table has
+    one (built from ``version``'s data), else (or with ``exact``) by a full scan. Scores are
+    exact float64 in both cases (``cosine`` needs ``query_self`` ``(n_query,)``)."""
+    if mode not in MODES:
+        raise VectorIndexError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "cosine" and query_self is None:
+        raise VectorIndexError("mode 'cosine' needs the queries' self-influence")
+    table.tbl.checkout_latest()
+    version = table.version if version is None else int(version)
+    family = FAMILY[mode]
+    info = None if exact else index_info(table, family)
+    if info is not None and family == "raw" and info["table_version"] > version:
+        info = None  # a run pinned before the index existed
+    if info is None:
+        return _exact_topk(table, queries_pre, k, mode, query_self, version, chunk_rows)
+    if family == "raw" and info["source_version"] > version:
+        raise VectorIndexError(f"{table.name}: index built from version {info['source_version']}, run pinned {version}")
+    return _indexed_topk(table, queries_pre, k, mode, query_self, version, info, args)
+
+
+def _exact_topk(table, queries_pre, k, mode, query_self, version, chunk_rows) -> TopK:
+    from storage.scan import QueryBatch, score_table
+
+    scan = score_table(table, [QueryBatch(queries_pre, mode, k, 0, query_self)], version, chunk_rows)
+    res = scan.results[0]
+    ids, docs, provs = [], [], []
+    for row in res.topk_indices.tolist():
+        found = scan.rows([i for i in row if i >= 0])
+        ids.append([f[0] for f in found])
+        docs.append([f[1] for f in found])
+        provs.append([f[2] for f in found])
+    return TopK(ids, docs, provs, res.topk_scores.double(), "exact")
+
+
+def _indexed_topk(table, queries_pre, k, mode, query_self, version, info, args) -> TopK:
+    main = table._dataset(version)
+    n_query = queries_pre.shape[0]
+    n_cand = k * max(1, args.refine_factor)
+    q32 = queries_pre.float().cpu().numpy()
+    cols = ["example_id", "doc_id", "provider_id", "vector"]
+    if FAMILY[mode] == "unit":
+        source = lance.dataset(_unit_uri(table))
+        search_cols = ["pos", "self_influence"]
+    else:
+        source, search_cols = main, cols
+    nearest = {"column": "vector", "q": q32, "k": n_cand, "nprobes": args.nprobes, "metric": "dot"}
+    found = source.to_table(nearest=nearest, columns=search_cols)
+    qidx = found.column("query_index").to_numpy() if "query_index" in found.column_names else np.zeros(found.num_rows)
+    if FAMILY[mode] == "unit":
+        rows = main.take(found.column("pos").to_numpy(), columns=cols)
+        train_self = torch.from_numpy(found.column("self_influence").to_numpy())
+    else:
+        rows, train_self = found, None
+    vec = rows.column("vector").combine_chunks()
+    flat = vec.values.to_numpy(zero_copy_only=False)
+    g = torch.from_numpy(flat.astype(np.float64).reshape(-1, table.dim))
+    q = queries_pre.double().cpu()
+    qidx_t = torch.from_numpy(qidx.astype(np.int64))
+    scores = (q[qidx_t] * g).sum(1)
+    if train_self is not None:
+        scores = scores / train_self.clamp_min(_EPS).sqrt()
+    if mode == "cosine":
+        scores = scores / query_self.double().cpu()[qidx_t].clamp_min(_EPS).sqrt()
+    ids_col = rows.column("example_id").to_pylist()
+    doc_col = rows.column("doc_id").to_pylist()
+    prov_col = rows.column("provider_id").to_pylist()
+    out_scores = torch.full((n_query, k), float("-inf"), dtype=torch.float64)
+    ids, docs, provs = [[] for _ in range(n_query)], [[] for _ in range(n_query)], [[] for _ in range(n_query)]
+    for qi in range(n_query):
+        members = (qidx_t == qi).nonzero().flatten()
+        if not len(members):
+            continue
+        top = scores[members].topk(min(k, len(members)))
+        out_scores[qi, : len(top.values)] = top.values
+        for j in members[top.indices].tolist():
+            ids[qi].append(ids_col[j])
+            docs[qi].append(doc_col[j])
+            provs[qi].append(prov_col[j])
+    return TopK(ids, docs, provs, out_scores, method_string(info, args))
