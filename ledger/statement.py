@@ -90,8 +90,18 @@ class Statement:
         return t
 
 
-def statement(engine: Engine, provider_id: str, start: str | None = None, end: str | None = None) -> Statement:
-    """Entries of ``provider_id`` with ``start <= day <= end`` (YYYY-MM-DD, both optional)."""
+def statement(
+    engine: Engine,
+    provider_id: str,
+    start: str | None = None,
+    end: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> Statement:
+    """Entries of ``provider_id`` with ``start <= day <= end`` (YYYY-MM-DD, both optional).
+
+    ``limit``/``offset`` page the lines in statement order (a dashboard's page of a long statement).
+    """
     where = "e.provider_id = :p"
     if start is not None:
         where += " AND e.day >= :start"
@@ -101,14 +111,21 @@ def statement(engine: Engine, provider_id: str, start: str | None = None, end: s
         SELECT e.entry_id, e.day, e.run_id, e.query_id, e.kind, e.basis, e.amount_micros
         FROM ledger_entry e WHERE {where} ORDER BY e.day, e.entry_id
     """
+    if limit is not None:
+        sql += f" LIMIT {int(limit)} OFFSET {int(offset)}"
     docs_sql = """
         SELECT run_id, query_id, doc_id FROM query_attribution
-        WHERE provider_id = :p ORDER BY run_id, query_id, rank
+        WHERE provider_id = :p {runs} ORDER BY run_id, query_id, rank
     """
     with engine.connect() as conn:
         rows = conn.execute(text(sql), {"p": provider_id, "start": start, "end": end}).all()
+        runs, params = "", {"p": provider_id}
+        if limit is not None:  # a page: only its runs' attributions
+            names = {f"r{i}": r for i, r in enumerate(sorted({r[2] for r in rows}))}
+            runs = f"AND run_id IN ({', '.join(':' + n for n in names)})" if names else "AND 1 = 0"
+            params |= names
         docs: dict[tuple[str, str], list[str]] = {}
-        for run_id, query_id, doc_id in conn.execute(text(docs_sql), {"p": provider_id}):
+        for run_id, query_id, doc_id in conn.execute(text(docs_sql.format(runs=runs)), params):
             docs.setdefault((run_id, query_id), []).append(doc_id)
     lines = [
         StatementLine(

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import commands_checkpoint, commands_corpus, commands_ledger, commands_ops, commands_value
+from flows.cli import (
+    commands_checkpoint,
+    commands_corpus,
+    commands_dashboard,
+    commands_ledger,
+    commands_ops,
+    commands_value,
+)
 from flows.cli.context import set_options
 
 app = typer.Typer(
@@ -58,5 +65,5 @@ def main_options(
     )
 
 
-for module in (commands_corpus, commands_checkpoint, commands_value, commands_ledger, commands_ops):
+for module in (commands_corpus, commands_checkpoint, commands_value, commands_ledger, commands_ops, commands_dashboard):
     module.register(app)

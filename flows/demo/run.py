@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import shutil
@@ -110,12 +109,6 @@ def run_demo(home: Path, app) -> dict:
 
     with app_.ledger.connect() as conn:
         rows = conn.execute(text("SELECT query_id, provider_id, credit FROM v_query_provider_credit")).all()
-        attributions = conn.execute(
-            text("SELECT query_id, rank, doc_id, provider_id, score FROM query_attribution ORDER BY query_id, rank")
-        ).all()
-        credit_rows = conn.execute(
-            text("SELECT provider_id, SUM(credit) FROM v_provider_credit_daily GROUP BY provider_id ORDER BY 2 DESC")
-        ).all()
     best: dict[str, tuple[float, str]] = {}
     for qid, provider, credit in rows:
         if qid not in best or float(credit) > best[qid][0]:
@@ -137,45 +130,33 @@ def run_demo(home: Path, app) -> dict:
     for k, v in times.items():
         tt.add_row(k, f"{v:.1f}")
     console.print(tt)
-    report = write_report(home / "report.html", credit_rows, attributions, truth, best, set_acc, final_acc)
+    report = write_demo_report(app_.ledger, home / "report.html", truth, best, set_acc, final_acc, len(checkpoints))
     console.print(f"report: [bold]{report}[/bold]")
     results = {"accuracy_checkpoint_set": set_acc, "accuracy_final_checkpoint": final_acc, "seconds": times}
     (home / "demo-results.json").write_text(json.dumps(results, indent=2))
     return results
 
 
-def write_report(path: Path, credit_rows, attributions, truth, best, set_acc, final_acc) -> Path:
-    top = max((float(c) for _, c in credit_rows), default=1.0) or 1.0
-    bars = []
-    for i, (provider, credit) in enumerate(credit_rows):
-        w = 520 * float(credit) / top
-        y = 10 + i * 30
-        bars.append(
-            f'<text x="0" y="{y + 15}" font-size="13">{html.escape(provider)}</text>'
-            f'<rect x="160" y="{y}" width="{w:.1f}" height="20" fill="#3b82f6"/>'
-            f'<text x="{165 + w:.1f}" y="{y + 15}" font-size="12">{float(credit):.3f}</text>'
-        )
-    svg = f'<svg width="760" height="{20 + 30 * len(credit_rows)}">{"".join(bars)}</svg>'
-    by_query: dict[str, list] = {}
-    for qid, rank, doc, provider, score in attributions:
-        by_query.setdefault(qid, []).append((rank, doc, provider, score))
-    sections = []
-    for qid in sorted(by_query):
-        ok = best.get(qid, (0, None))[1] == truth.get(qid)
-        rows = "".join(
-            f"<tr><td>{r}</td><td>{html.escape(d)}</td><td>{html.escape(p)}</td><td>{s:.4f}</td></tr>"
-            for r, d, p, s in by_query[qid][:5]
-        )
-        sections.append(
-            f"<h3>{html.escape(qid)} {'✔' if ok else '✘'}</h3><p>planted by <b>{html.escape(truth.get(qid, '?'))}</b>, "
-            f"credited most: <b>{html.escape(str(best.get(qid, (0, '-'))[1]))}</b></p>"
-            f"<table><tr><th>rank</th><th>document</th><th>provider</th><th>score</th></tr>{rows}</table>"
-        )
-    path.write_text(
-        "<!doctype html><meta charset='utf-8'><title>dataworth demo</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:left}</style>"
-        f"<h1>dataworth demo</h1><p>Planted-fact accuracy: checkpoint set <b>{set_acc:.3f}</b>, "
-        f"final checkpoint only {final_acc:.3f}.</p><h2>Credit per provider</h2>{svg}"
-        f"<h2>Top examples per query</h2>{''.join(sections)}"
+def write_demo_report(engine, path: Path, truth, best, set_acc, final_acc, n_checkpoints: int) -> Path:
+    """The ledger's HTML statement of every run (:mod:`flows.report`) plus the demo's planted-fact accuracy."""
+    from flows.report import ReportArguments, ReportSection, write_report
+
+    accuracy = ReportSection(
+        "Planted-fact accuracy (the demo only)",
+        ["checkpoints", "accuracy"],
+        [
+            ["final checkpoint only", f"{final_acc:.3f}"],
+            [f"checkpoint set ({n_checkpoints} of the lineage)", f"{set_acc:.3f}"],
+            ["chance", f"{1 / len(PROVIDERS):.3f}"],
+        ],
+        note="a query is right when its top-credited provider is the provider that planted its fact",
     )
-    return path
+    per_query = ReportSection(
+        "Planted against credited, per query",
+        ["query_id", "planted by", "credited most", "right"],
+        [
+            [q, p, best.get(q, (0, ""))[1] or "", "yes" if best.get(q, (0, None))[1] == p else "no"]
+            for q, p in sorted(truth.items())
+        ],
+    )
+    return write_report(engine, path, ReportArguments(), [accuracy, per_query])
