@@ -30,6 +30,8 @@ class Progress:
 
     def __post_init__(self) -> None:
         self._logger = run_logger()
+        if self.sink is not None:  # the bar (and its clock) starts with the task, not at its first step
+            self.sink(self.label, 0, self.total)
 
     def advance(self, n: int = 1, tokens: int = 0) -> None:
         self.done += n

@@ -162,13 +162,8 @@ def test_evaluate_task_and_the_eval_command(tmp_path):
     assert abs(report["lds"]["random"]["all"]["mean"]) < 3 * report["lds"]["random"]["all"]["se"]
     assert report["ceiling"]["all"] > 0.99
 
-    import typer
+    from flows.cli.root import app  # the real CLI
 
-    from flows.eval_cmd import eval_command
-
-    app = typer.Typer()
-    app.command("eval")(eval_command)
-    app.command("other")(lambda: None)  # a multi-command app, as flows/cli.py is
     out = tmp_path / "report.json"
     args = ["eval", "tests.valuation.test_evaluate:linear_task", "--subsets", "40", "--seeds", "2"]
     result = CliRunner().invoke(app, [*args, "--cache-dir", str(tmp_path), "--out", str(out)])
