@@ -121,12 +121,14 @@ def pipeline(docs: int) -> list[list]:
         rate, tokens = capture_alone(model, home)
         end_to_end = tokens / seconds
         steps = [line for line in out.stderr.splitlines() if " in " in line and "/" in line]
+        timed = sum(float(line.rsplit(" in ", 1)[1].split()[0]) for line in steps)
         return [
             ["tokens (corpus examples)", f"{tokens:,}"],
             ["capture + Fisher alone", f"{rate:,.0f} tokens/s"],
             ["checkpoint add, end to end (own process)", f"{end_to_end:,.0f} tokens/s ({seconds:.1f} s)"],
             ["ratio", f"{end_to_end / rate:.2f}"],
             *[[f"  {line.split(':')[0]}", line.split(":", 1)[1].strip()] for line in steps],
+            ["  the rest (start-up, checks, model load, tokenising, compaction)", f"{seconds - timed:.1f} s"],
         ]
 
 

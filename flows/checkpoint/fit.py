@@ -33,6 +33,8 @@ def fit(ctx: CheckpointContext, progress: Progress | None = None) -> str:
     batches = (to_device(b, device) for b, _ in ctx.batches(limit=ctx.app.settings.fit_examples))
     with ctx.app.model_lock:
         logra.fit(batches, progress=progress.advance if progress else None)
+    if progress is not None:
+        progress.finish()
     return ctx.save("projections", logra.state_dict(), extra={"layout": logra.layout})
 
 
