@@ -24,8 +24,9 @@ Names load lazily (PEP 562): ``import storage.objectstore`` does not load LanceD
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from valuation.lazy import lazy_names
 
 _EXPORTS: dict[str, str] = {
     "AggregateError": "storage.aggregates",
@@ -111,18 +112,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'storage' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
-
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS, globals())
 
 if TYPE_CHECKING:  # static names for type checkers and IDEs
     from storage.aggregates import (

@@ -15,8 +15,9 @@ Names load lazily (PEP 562): ``import valuation.errors`` or the CLI's ``--help``
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from valuation.lazy import lazy_names
 
 _EXPORTS: dict[str, str] = {
     "BLOCKS": "valuation.config",
@@ -108,18 +109,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'valuation' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
-
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS, globals())
 
 if TYPE_CHECKING:  # static names for type checkers and IDEs
     from valuation.aggregate import GroupSumAccumulator, group_sums_from_aggregates, positive_sum_bounds
