@@ -112,6 +112,19 @@ def post_credits(app: App, val: Valuation, weights: dict | None = None):
     }
 
     revaluation = 0
+    # What the run can say about itself: each checkpoint's coverage of its pinned corpus version,
+    # how its top-k was found, and how many train vectors it scored.
+    metrics = {
+        "checkpoints": {
+            c.row.checkpoint_id: {
+                **c.load("preconditioner")[1].get("extra", {}).get("coverage", {}),
+                "scored": cs.examples,
+                "topk_method": cs.topk_method,
+            }
+            for c, cs in zip(contexts, val.per_checkpoint, strict=True)
+        },
+        "lexical_topk": s.lexical_topk,
+    }
 
     def record(rs: list) -> RunRecord:
         return RunRecord(
@@ -127,6 +140,7 @@ def post_credits(app: App, val: Valuation, weights: dict | None = None):
             topk_method=",".join(methods),
             lexical={q: e for q, e in lexical.items() if q in {r.query_id for r in rs}},
             revaluation=revaluation,
+            metrics=metrics,
         )
 
     lexical = lexical_evidence(app, val, s.lexical_topk, val.corpus_version) if val.corpus_version else {}
