@@ -10,7 +10,9 @@ import time
 
 import pytest
 
-from flows import steps
+from flows.app import App
+from flows.checkpoint.context import CheckpointContext
+from flows.ingest import ingest
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -19,7 +21,7 @@ def test_serve_then_checkpoint_add_runs_the_deployment(settings, world, tmp_path
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
 
-    steps.ingest(settings, world["corpus"], world["checkpoints"][0])
+    ingest(App.of(settings), world["corpus"])
     (settings.home / "dataworth.toml").write_text(
         "k_in = 4\nk_out = 4\nnum_shards = 2\nbatch_size = 8\nmax_length = 48\nfit_examples = 32\n"
     )
@@ -65,7 +67,7 @@ def test_serve_then_checkpoint_add_runs_the_deployment(settings, world, tmp_path
                 timeout=180,
             )
             assert out.returncode == 0, out.stderr
-            found = re.search(r"flow run ([0-9a-f-]{36}) \(deployment run\)", " ".join(out.stdout.split()))
+            found = re.search(r"flow run: ([0-9a-f-]{36}) \(deployment run\)", " ".join(out.stdout.split()))
             assert found, out.stdout
             run_id = found.group(1)
             deadline = time.time() + 240
@@ -78,5 +80,6 @@ def test_serve_then_checkpoint_add_runs_the_deployment(settings, world, tmp_path
     finally:
         server.terminate()
         server.wait(30)
-    ck = steps.list_checkpoints(settings)[0]
-    assert steps.is_finalized(settings, ck.checkpoint_id)
+    app = App.of(settings)
+    [ck] = app.checkpoints()
+    assert CheckpointContext(app, ck.checkpoint_id).finalized
