@@ -24,7 +24,7 @@ def publish_coverage(ctx: CheckpointContext) -> None:
         return
     from prefect.artifacts import create_table_artifact
 
-    _, manifest = ctx.load("preconditioner")
+    manifest = ctx.manifest("preconditioner")
     cov = manifest.get("extra", {}).get("coverage", {})
     row = {"checkpoint_id": ctx.row.checkpoint_id[:16], "lineage": ctx.row.lineage, "step": ctx.row.step, **cov}
     create_table_artifact(

@@ -29,11 +29,6 @@ def reconcile(app: App) -> int:
     return len(credited)
 
 
-def _query_texts(app: App, query_ids: list[str]) -> dict[str, dict]:
-    table = app.queries.with_status(None)
-    return {r["query_id"]: r for r in table.to_pylist() if r["query_id"] in set(query_ids)}
-
-
 def _excerpts(app: App, doc_ids: set[str]) -> dict[str, str]:
     if not doc_ids:
         return {}
@@ -48,7 +43,7 @@ def build_results(app: App, val: Valuation, weights: dict[str, float]) -> list:
 
     normalise = app.settings.checkpoint_combine == "normalised"
     results = val.combined(weights, normalise=normalise)
-    texts = _query_texts(app, val.query_ids)
+    texts = app.queries.rows(val.query_ids)
     per_ck: dict[str, list] = {}
     for cs in val.per_checkpoint:
         single = Valuation(val.lineage, val.query_ids, val.values, val.providers, val.scoring, [cs])
@@ -117,7 +112,7 @@ def post_credits(app: App, val: Valuation, weights: dict | None = None):
     metrics = {
         "checkpoints": {
             c.row.checkpoint_id: {
-                **c.load("preconditioner")[1].get("extra", {}).get("coverage", {}),
+                **c.manifest("preconditioner").get("extra", {}).get("coverage", {}),
                 "scored": cs.examples,
                 "topk_method": cs.topk_method,
             }

@@ -21,7 +21,7 @@ def lexical_evidence(app: App, val: Valuation, k: int, version: int) -> dict[str
     docs = [r for rb in scanner.to_batches() for r in rb.to_pylist()]
     if not docs:
         return {}
-    queries = {r["query_id"]: r for r in app.queries.with_status(None).to_pylist()}
+    queries = app.queries.rows(val.query_ids)
     texts = [f"{queries[q]['prompt']} {queries[q]['response']}" for q in val.query_ids]
     idx, scores = lexical_topk(BM25([d["text"] for d in docs]).scores(texts), min(k, len(docs)))
     out = {}

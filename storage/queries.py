@@ -194,6 +194,15 @@ class QueryStore:
             raise QueryError(f"unknown status {status!r}; choose one of {', '.join(STATUSES)}")
         return self.table.to_lance().to_table(filter=f"status = '{status}'" if status else None)
 
+    def rows(self, query_ids: list[str]) -> dict[str, dict]:
+        """``{query_id: row}`` of the given queries (whatever their status)."""
+        out: dict[str, dict] = {}
+        for start in range(0, len(query_ids), 1000):
+            part = query_ids[start : start + 1000]
+            for r in self.table.to_lance().to_table(filter=f"query_id IN {sql_list(part)}").to_pylist():
+                out[r["query_id"]] = r
+        return out
+
     def all(self) -> pa.Table:
         return self.table.to_arrow()
 

@@ -121,6 +121,10 @@ class CheckpointContext:
     def load(self, name: str):
         return self.app.artifacts.load(self.row.checkpoint_id, self.key, name)
 
+    def manifest(self, name: str) -> dict:
+        """An artifact's manifest (what made it, ``extra``), without reading its tensors."""
+        return self.app.artifacts.manifest(self.row.checkpoint_id, self.key, name)
+
     def exists(self, name: str) -> bool:
         return self.app.artifacts.exists(self.row.checkpoint_id, self.key, name)
 

@@ -73,7 +73,7 @@ def checkpoint_list(fmt: FormatOpt = "table") -> None:
         version = app.corpus.pinned_version(c.checkpoint_id)
         examples = logged = None
         if version is not None and ctx.finalized:
-            cov = ctx.load("preconditioner")[1].get("extra", {}).get("coverage", {})
+            cov = ctx.manifest("preconditioner").get("extra", {}).get("coverage", {})
             examples, logged = cov.get("examples"), cov.get("rows")
         rows.append(
             {

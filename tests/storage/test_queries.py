@@ -58,6 +58,7 @@ def test_a_query_belongs_to_a_lineage(tmp_path):
     assert {r["query_id"]: r["lineage"] for r in store.all().to_pylist()} == {"q1": "a", "q2": "b"}
     assert [r["query_id"] for r in store.pending("b").to_pylist()] == ["q2"]
     assert store.lineages() == ["a", "b"]
+    assert {q: r["lineage"] for q, r in store.rows(["q2", "q1", "nope"]).items()} == {"q1": "a", "q2": "b"}
 
 
 def test_empty_files_are_refused_and_set_aside_queries_never_block(tmp_path):
