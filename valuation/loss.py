@@ -46,10 +46,18 @@ def labels_from_batch(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return labels
 
 
+def lm_logits(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``(batch, tokens, vocab)`` logits of an LM dict batch."""
+    kwargs = {}
+    if getattr(getattr(model, "config", None), "use_cache", False):
+        kwargs["use_cache"] = False  # a key/value cache serves generation only: ~2% of a pass here
+    out = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), **kwargs)
+    return out.logits if hasattr(out, "logits") else out[0]
+
+
 def default_lm_loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """The loss of an LM dict batch (``input_ids``, ``attention_mask``, ``labels``)."""
-    out = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"))
-    logits = out.logits if hasattr(out, "logits") else out[0]
+    logits = lm_logits(model, batch)
     return lm_loss(logits, labels_from_batch(batch).to(logits.device))
 
 
@@ -93,7 +101,6 @@ class SampledLabelLoss:
             probs = torch.softmax(logits.detach().double(), -1).cpu()
             y = torch.multinomial(probs, 1, generator=self.generator).squeeze(1).to(logits.device)
             return F.cross_entropy(logits, y, reduction="sum")
-        out = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"))
-        logits = out.logits if hasattr(out, "logits") else out[0]
+        logits = lm_logits(model, batch)
         labels = labels_from_batch(batch).to(logits.device)
         return lm_loss(logits, sample_lm_labels(logits, labels, self.generator))

@@ -13,6 +13,7 @@ from flows.app import App
 from flows.errors import ConfigurationError, NotReadyError
 
 EXAMPLE_COLUMNS = ["example_id", "doc_id", "provider_id", "provider_code", "input_ids"]
+SORT_WINDOW = 64  # batches per length-sorted window: little padding, bounded memory
 
 
 @dataclass
@@ -72,23 +73,41 @@ class CheckpointContext:
         return self.app.corpus.num_examples(self.tokenizer_key, self.corpus_version)
 
     def batches(self, shard: int | None = None, limit: int | None = None) -> Iterator[tuple[dict, list[dict]]]:
-        """``(LM batch, row metadata)`` over the pinned version's examples (optionally one shard)."""
+        """``(LM batch, row metadata)`` over the pinned version's examples (optionally one shard, or
+        the first ``limit`` in stored order).
+
+        Batches are cut from windows of :data:`SORT_WINDOW` batches sorted by length: right-padding
+        to a batch's longest example otherwise spends ~30% of the compute on padding (demo corpus,
+        29-90 tokens); a per-example gradient does not depend on its batch-mates.
+        """
         from valuation import pad_batch
 
         s = self.app.settings
         _, tokenizer = self.model()
-        seen = 0
-        num_shards = s.num_shards if shard is not None else None
+        for window in self._windows(shard, limit, s.batch_size * SORT_WINDOW):
+            window.sort(key=lambda r: len(r["input_ids"]))
+            for start in range(0, len(window), s.batch_size):
+                rows = window[start : start + s.batch_size]
+                yield pad_batch([r["input_ids"] for r in rows], tokenizer.pad_token_id), rows
+
+    def _windows(self, shard: int | None, limit: int | None, size: int) -> Iterator[list[dict]]:
+        num_shards = self.app.settings.num_shards if shard is not None else None
+        seen, window = 0, []
         for rb in self.app.corpus.iter_examples(
-            self.tokenizer_key, self.corpus_version, shard, num_shards, batch_size=s.batch_size, columns=EXAMPLE_COLUMNS
+            self.tokenizer_key, self.corpus_version, shard, num_shards, batch_size=size, columns=EXAMPLE_COLUMNS
         ):
             rows = rb.to_pylist()
             if limit is not None:
                 rows = rows[: max(0, limit - seen)]
-            if not rows:
-                return
             seen += len(rows)
-            yield pad_batch([r["input_ids"] for r in rows], tokenizer.pad_token_id), rows
+            window.extend(rows)
+            if len(window) >= size:
+                yield window[:size]
+                window = window[size:]
+            if limit is not None and seen >= limit:
+                break
+        if window:
+            yield window
 
     # stored outputs
     def table(self, layout=None):

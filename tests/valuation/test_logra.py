@@ -193,3 +193,31 @@ def test_capture_is_safe_under_bf16_autocast():
     assert got.dtype == torch.float32 and torch.isfinite(got).all()
     cos = torch.nn.functional.cosine_similarity(got, exact, dim=1)
     assert (cos > 0.98).all(), cos
+
+
+@pytest.mark.parametrize("spectrum", ["decaying", "flat"])
+def test_top_eigenvectors_of_a_large_matrix_equal_the_full_eigh(spectrum):
+    # 1024 dims take the subspace-iteration path; a flat spectrum (no gap after the 16th
+    # eigenvalue) does not converge there and must fall back to the full eigh.
+    from valuation.logra import _subspace_top, top_eigenvectors
+
+    gen = torch.Generator().manual_seed(3)
+    n, k = 1024, 16
+    q = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))[0]
+    lam = (
+        1 / (1 + torch.arange(n, dtype=torch.float64)) ** 1.2
+        if spectrum == "decaying"
+        else 1 + 1e-3 * torch.rand(n, generator=gen, dtype=torch.float64)
+    )
+    cov = (q * lam) @ q.T
+    assert (_subspace_top(cov, k) is None) == (spectrum == "flat")
+    _, vecs = torch.linalg.eigh(cov)
+    ref = vecs[:, -k:].flip(1).T
+    got = top_eigenvectors(cov, k)
+    if spectrum == "decaying":  # distinct eigenvalues: each vector equals eigh's up to sign
+        torch.testing.assert_close(
+            (got @ ref.T).abs().diagonal(), torch.ones(k, dtype=torch.float64), rtol=0, atol=1e-10
+        )
+    else:  # nearly equal eigenvalues: the same k-dimensional subspace
+        torch.testing.assert_close(got.T @ got, ref.T @ ref, rtol=0, atol=1e-8)
+    assert torch.all(got.gather(1, got.abs().argmax(1, keepdim=True)) > 0)
