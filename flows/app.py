@@ -71,6 +71,12 @@ class App:
 
         return QueryStore(f"{self.settings.lance}/queries")
 
+    def pending_query_count(self) -> int:
+        """Pending queries, counted without opening the query store through LanceDB (fast start-up)."""
+        from storage.peek import pending_query_count
+
+        return pending_query_count(f"{self.settings.lance}/queries")
+
     @cached_property
     def artifacts(self):
         from storage import ArtifactStore

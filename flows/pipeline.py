@@ -49,6 +49,8 @@ def valuation_cycle(
     from flows.credit import post_credits, reconcile
     from flows.valuate import checkpoint_set, finalized, value_lineage
 
+    if app.pending_query_count() == 0:  # nothing to value, nor to reconcile (it reads pending queries)
+        return CycleResult()
     out = CycleResult(reconciled=reconcile(app))
     for name in [lineage] if lineage else app.queries.pending_lineages():
         if not finalized(app, name):

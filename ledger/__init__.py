@@ -15,53 +15,71 @@
   ``v_provider_credit_daily``, ``v_provider_credit_by_checkpoint``, ``v_query_provider_credit``,
   ``v_provider_top_documents``, ``v_run_summary``, ``v_query_receipt``, ``v_query_evidence``,
   ``v_provider_summary``, ``v_run_health``. Read side for the CLI/dashboard: :mod:`ledger.read`.
+
+Names load lazily (PEP 562): ``import ledger.policies`` does not load SQLAlchemy or SQLModel.
 """
 
-from ledger.chain import VerifyReport, verify_ledger
-from ledger.db import HEAD, current_revision, database_url, make_engine, open_ledger, upgrade
-from ledger.errors import (
-    LedgerError,
-    PolicyInputError,
-    QueryAlreadyCreditedError,
-    RunReversedError,
-    UnknownProviderError,
-    UnknownQueryError,
-    UnknownRunError,
-    UnknownViewError,
-)
-from ledger.models import (
-    MICROS,
-    Checkpoint,
-    LedgerEntry,
-    Provider,
-    ProviderScore,
-    QueryAttribution,
-    QueryBatch,
-    QueryProviderScore,
-    RunCheckpoint,
-    ValuationRun,
-)
-from ledger.policies import (
-    POLICIES,
-    QueryResult,
-    TopKEntry,
-    largest_remainder,
-    split_by_checkpoint,
-    split_query,
-    to_micros,
-)
-from ledger.posting import (
-    PostReport,
-    RunCheckpointRef,
-    RunRecord,
-    post_run,
-    reverse_run,
-)
-from ledger.query_credit import credited_queries, live_credits
-from ledger.read import attributions, credits, query_receipt, runs
-from ledger.registry import ensure_providers, register_checkpoint, set_provider, withdraw_provider
-from ledger.statement import Statement, statement
-from ledger.views import VIEW_TYPES, VIEWS, read_view
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from valuation.lazy import lazy_names
+
+_EXPORTS: dict[str, str] = {
+    "attributions": "ledger.read",
+    "Checkpoint": "ledger.models",
+    "credited_queries": "ledger.query_credit",
+    "credits": "ledger.read",
+    "current_revision": "ledger.db",
+    "database_url": "ledger.db",
+    "ensure_providers": "ledger.registry",
+    "HEAD": "ledger.db",
+    "largest_remainder": "ledger.policies",
+    "LedgerEntry": "ledger.models",
+    "LedgerError": "ledger.errors",
+    "live_credits": "ledger.query_credit",
+    "make_engine": "ledger.db",
+    "MICROS": "ledger.units",
+    "open_ledger": "ledger.db",
+    "POLICIES": "ledger.policies",
+    "PolicyInputError": "ledger.errors",
+    "post_run": "ledger.posting",
+    "PostReport": "ledger.posting",
+    "Provider": "ledger.models",
+    "ProviderScore": "ledger.models",
+    "query_receipt": "ledger.read",
+    "QueryAlreadyCreditedError": "ledger.errors",
+    "QueryAttribution": "ledger.models",
+    "QueryBatch": "ledger.models",
+    "QueryProviderScore": "ledger.models",
+    "QueryResult": "ledger.policies",
+    "read_view": "ledger.views",
+    "register_checkpoint": "ledger.registry",
+    "reverse_run": "ledger.posting",
+    "RunCheckpoint": "ledger.models",
+    "RunCheckpointRef": "ledger.posting",
+    "RunRecord": "ledger.posting",
+    "RunReversedError": "ledger.errors",
+    "runs": "ledger.read",
+    "set_provider": "ledger.registry",
+    "split_by_checkpoint": "ledger.policies",
+    "split_query": "ledger.policies",
+    "Statement": "ledger.statement",
+    "statement": "ledger.statement",
+    "to_micros": "ledger.policies",
+    "TopKEntry": "ledger.policies",
+    "UnknownProviderError": "ledger.errors",
+    "UnknownQueryError": "ledger.errors",
+    "UnknownRunError": "ledger.errors",
+    "UnknownViewError": "ledger.errors",
+    "upgrade": "ledger.db",
+    "ValuationRun": "ledger.models",
+    "verify_ledger": "ledger.chain",
+    "VerifyReport": "ledger.chain",
+    "VIEW_TYPES": "ledger.views",
+    "VIEWS": "ledger.views",
+    "withdraw_provider": "ledger.registry",
+}
 
 __all__ = [
     "HEAD",
@@ -118,3 +136,45 @@ __all__ = [
     "verify_ledger",
     "withdraw_provider",
 ]
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS, globals())
+
+if TYPE_CHECKING:  # names for type checkers and IDEs
+    from ledger.chain import VerifyReport, verify_ledger
+    from ledger.db import HEAD, current_revision, database_url, make_engine, open_ledger, upgrade
+    from ledger.errors import (
+        LedgerError,
+        PolicyInputError,
+        QueryAlreadyCreditedError,
+        RunReversedError,
+        UnknownProviderError,
+        UnknownQueryError,
+        UnknownRunError,
+        UnknownViewError,
+    )
+    from ledger.models import (
+        Checkpoint,
+        LedgerEntry,
+        Provider,
+        ProviderScore,
+        QueryAttribution,
+        QueryBatch,
+        QueryProviderScore,
+        RunCheckpoint,
+        ValuationRun,
+    )
+    from ledger.policies import (
+        POLICIES,
+        QueryResult,
+        TopKEntry,
+        largest_remainder,
+        split_by_checkpoint,
+        split_query,
+        to_micros,
+    )
+    from ledger.posting import PostReport, RunCheckpointRef, RunRecord, post_run, reverse_run
+    from ledger.query_credit import credited_queries, live_credits
+    from ledger.read import attributions, credits, query_receipt, runs
+    from ledger.registry import ensure_providers, register_checkpoint, set_provider, withdraw_provider
+    from ledger.statement import Statement, statement
+    from ledger.units import MICROS
+    from ledger.views import VIEW_TYPES, VIEWS, read_view

@@ -8,7 +8,7 @@ from datetime import date as date_
 from sqlalchemy import BigInteger, CheckConstraint, Column, Date, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-MICROS = 1_000_000  # the ledger's precision: 6 decimal places
+from ledger.units import MICROS  # noqa: F401  (re-exported: the ledger's precision)
 
 
 def utcnow() -> datetime:

@@ -19,7 +19,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from fractions import Fraction
 
 from ledger.errors import PolicyInputError
-from ledger.models import MICROS
+from ledger.units import MICROS
 
 POLICIES = ("topk_share", "positive_share", "fallback_pro_rata")
 

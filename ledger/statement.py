@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from sqlalchemy import Engine, text
 
-from ledger.models import MICROS
+from ledger.units import MICROS
 
 
 @dataclass

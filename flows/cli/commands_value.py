@@ -41,17 +41,15 @@ def value(
     from flows.cli.live import live_progress
     from flows.pipeline import orchestrated, valuation_cycle
     from flows.progress import reporter_for_run
-    from ledger import credits
 
     app = get_app()
     which: str | list[str] = (
         checkpoints if checkpoints in ("latest", "all") or checkpoints.isdigit() else checkpoints.split(",")
     )
-    registered = [c.checkpoint_id for c in app.checkpoints()]
     if isinstance(which, list):
         for prefix in which:
             app.checkpoint(prefix)  # an unknown id is named now, not after scoring
-    by_id = parse_weights(weights, registered)
+    by_id = parse_weights(weights, [c.checkpoint_id for c in app.checkpoints()]) if weights else None
     with live_progress():
         if orchestrated():
             from flows.flows import valuation_cycle as cycle_flow
@@ -65,6 +63,8 @@ def value(
     if not runs:
         say("no pending query was valued")
         return
+    from ledger import credits
+
     for r in runs:
         state = "already posted (no-op)" if r["already_posted"] else f"{r['entries']} ledger entries posted"
         say(

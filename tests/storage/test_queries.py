@@ -76,3 +76,16 @@ def test_empty_files_are_refused_and_set_aside_queries_never_block(tmp_path):
     store.mark_valued(["q1"], "run-1")
     with pytest.raises(QueryError, match="already valued"):
         store.drop("q1")
+
+
+def test_pending_count_without_lancedb_matches_the_store(tmp_path):
+    from storage.peek import pending_query_count
+
+    assert pending_query_count(tmp_path / "none") == 0  # no store yet
+    store = QueryStore(tmp_path / "db")
+    assert pending_query_count(tmp_path / "db") == 0
+    store.add_file(write_jsonl(tmp_path / "a.jsonl", [q(1), q(2), q(3)]), "m")
+    assert pending_query_count(tmp_path / "db") == 3
+    store.mark_valued(["q1"], "run-1")
+    store.set_aside(["q2"], "refused by the policy")
+    assert pending_query_count(tmp_path / "db") == len(store.pending()) == 1
