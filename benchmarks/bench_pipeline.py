@@ -1,6 +1,6 @@
 """What a command costs before its work starts, and ``checkpoint add`` against capture alone.
 
-    .venv/bin/python benchmarks/bench_pipeline.py [--before GIT_DIR] [--docs 1200] [--rounds 5]
+    .venv/bin/python benchmarks/bench_pipeline.py [--before GIT_DIR] [--docs 1200 9600] [--rounds 5]
 
 1. Start-up: wall time of ``dataworth --help``, of a command that reads the ledger
    (``dataworth credits`` on an empty home) and of ``dataworth value`` with nothing pending, each
@@ -8,9 +8,11 @@
    commit) the same commands of that code beside them. Plus the import time of each heavy
    dependency in a fresh interpreter.
 2. Pipeline: ``dataworth checkpoint add`` end to end on a GPT-2 (4 layers, width 256) and a corpus
-   of ``--docs`` documents, tokens/s against LoGra capture + Fisher update alone on the same model,
-   batches and settings, measured in the same run. The breakdown (fit, shards, finalize) comes
-   from the command's own progress lines.
+   of each ``--docs`` size, tokens/s against LoGra capture + Fisher update alone on the same model,
+   examples and settings, measured in the same run, in the pipeline's batches (length-sorted) and
+   in stored order (dense-token rate vs padded-token rate). The breakdown (fit, shards, finalize)
+   comes from the command's own progress lines. Per-checkpoint fixed costs (start-up, fit on
+   ``fit_examples``, finalize) do not grow with the corpus: the sizes show how they amortise.
 """
 
 from __future__ import annotations
@@ -76,34 +78,45 @@ def make_model_and_corpus(root: Path, docs: int) -> tuple[Path, Path]:
     return Path(model), Path(corpus)
 
 
-def capture_alone(model_dir: Path, home: Path) -> tuple[float, int]:
-    """Tokens/s of LoGra capture + Fisher update over the same examples, batches and projections."""
+def capture_alone(home: Path) -> dict:
+    """Tokens/s of LoGra capture + Fisher update alone over the corpus's examples, the same
+    projections and settings: in the pipeline's batches (length-sorted windows) and in stored
+    order (how the pipeline batched before), both read before timing."""
     import torch
 
     from flows.app import App
-    from flows.checkpoint.context import CheckpointContext
+    from flows.checkpoint.context import EXAMPLE_COLUMNS, CheckpointContext
     from flows.checkpoint.fit import load_logra
     from flows.config import load_settings
-    from valuation import ProjectedFisher
+    from valuation import ProjectedFisher, pad_batch
 
     os.environ["DATAWORTH_HOME"] = str(home)
     app = App.of(load_settings())
     [row] = app.checkpoints()
     ctx = CheckpointContext(app, row.checkpoint_id)
     logra = load_logra(ctx)
-    batches = [b for b, _ in ctx.batches()]  # read before timing: capture only
-    fisher = ProjectedFisher(logra.layout)
-    tokens = 0
-    start = time.perf_counter()
-    for batch in batches:
-        g = logra.gradients(batch)
-        fisher.update(g)
-        tokens += int(batch["attention_mask"].sum())
-    torch.cuda.synchronize() if torch.cuda.is_available() else None
-    return tokens / (time.perf_counter() - start), tokens
+    _, tokenizer = ctx.model()
+    sorted_batches = [b for b, _ in ctx.batches()]
+    stored = app.corpus.iter_examples(
+        ctx.tokenizer_key, ctx.corpus_version, batch_size=app.settings.batch_size, columns=EXAMPLE_COLUMNS
+    )
+    stored_batches = [pad_batch(rb.column("input_ids").to_pylist(), tokenizer.pad_token_id) for rb in stored]
+    out = {}
+    for name, batches in (("pipeline batches", sorted_batches), ("stored order", stored_batches)):
+        fisher = ProjectedFisher(logra.layout)
+        tokens, computed = 0, 0
+        start = time.perf_counter()
+        for batch in batches:
+            fisher.update(logra.gradients(batch))
+            tokens += int(batch["attention_mask"].sum())
+            computed += batch["input_ids"].numel()
+        torch.cuda.synchronize() if torch.cuda.is_available() else None
+        seconds = time.perf_counter() - start
+        out[name] = {"tokens": tokens, "seconds": seconds, "rate": tokens / seconds, "padding": 1 - tokens / computed}
+    return out
 
 
-def pipeline(docs: int) -> list[list]:
+def pipeline(docs: int) -> tuple[list[list], dict]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model, corpus = make_model_and_corpus(root, docs)
@@ -118,34 +131,52 @@ def pipeline(docs: int) -> list[list]:
         out = subprocess.run([*cli, "checkpoint", "add", str(model)], env=env, cwd=ROOT, capture_output=True, text=True)
         seconds = time.perf_counter() - start
         assert out.returncode == 0, out.stderr
-        rate, tokens = capture_alone(model, home)
-        end_to_end = tokens / seconds
+        cap = capture_alone(home)
+        same, stored = cap["pipeline batches"], cap["stored order"]
+        end_to_end = same["tokens"] / seconds
         steps = [line for line in out.stderr.splitlines() if " in " in line and "/" in line]
-        timed = sum(float(line.rsplit(" in ", 1)[1].split()[0]) for line in steps)
-        return [
-            ["tokens (corpus examples)", f"{tokens:,}"],
-            ["capture + Fisher alone", f"{rate:,.0f} tokens/s"],
+        timed = {line.split(":")[0]: float(line.rsplit(" in ", 1)[1].split()[0]) for line in steps}
+        shards = sum(v for k, v in timed.items() if k.startswith("shard"))
+        rest = seconds - sum(timed.values())
+        rows = [
+            ["documents / examples / tokens", f"{docs:,} / {same['tokens']:,} tokens"],
+            [
+                "capture + Fisher alone, stored-order batches",
+                f"{stored['rate']:,.0f} tokens/s ({stored['seconds']:.1f} s, {stored['padding']:.0%} padding)",
+            ],
+            [
+                "capture + Fisher alone, the pipeline's batches",
+                f"{same['rate']:,.0f} tokens/s ({same['seconds']:.1f} s, {same['padding']:.0%} padding)",
+            ],
+            ["the shards inside checkpoint add", f"{same['tokens'] / shards:,.0f} tokens/s ({shards:.1f} s)"],
+            *[[f"  {k}", f"{v:.1f} s"] for k, v in timed.items()],
+            ["  the rest (start-up, imports, hash, checks, model load, tokenising)", f"{rest:.1f} s"],
             ["checkpoint add, end to end (own process)", f"{end_to_end:,.0f} tokens/s ({seconds:.1f} s)"],
-            ["ratio", f"{end_to_end / rate:.2f}"],
-            *[[f"  {line.split(':')[0]}", line.split(":", 1)[1].strip()] for line in steps],
-            ["  the rest (start-up, checks, model load, tokenising, compaction)", f"{seconds - timed:.1f} s"],
+            ["  × capture alone, same batches", f"{end_to_end / same['rate']:.2f}"],
+            ["  × capture alone, stored-order batches", f"{end_to_end / stored['rate']:.2f}"],
         ]
+        return rows, {"docs": docs, "seconds": seconds, "capture": cap, "steps": timed}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--before", type=Path, help="a checkout of an earlier commit to compare start-up with")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--docs", type=int, default=1200)
+    ap.add_argument("--docs", type=int, nargs="+", default=[1200, 9600])
     ap.add_argument("--skip-pipeline", action="store_true")
+    ap.add_argument("--skip-startup", action="store_true")
     args = ap.parse_args()
-    rows = startup(args.rounds, args.before)
-    table("Start-up (median wall seconds of a fresh process)", ["what", "before", "now"], rows)
-    result = {"startup": rows}
+    result = {}
+    if not args.skip_startup:
+        rows = startup(args.rounds, args.before)
+        table("Start-up (median wall seconds of a fresh process)", ["what", "before", "now"], rows)
+        result["startup"] = rows
     if not args.skip_pipeline:
-        prows = pipeline(args.docs)
-        table("checkpoint add vs capture alone", ["", ""], prows)
-        result["pipeline"] = prows
+        result["pipeline"] = []
+        for docs in args.docs:
+            prows, raw = pipeline(docs)
+            table(f"checkpoint add vs capture alone, {docs:,} documents", ["", ""], prows)
+            result["pipeline"].append(raw)
     out = ROOT / "benchmarks" / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_pipeline.json").write_text(json.dumps(result, indent=1))
