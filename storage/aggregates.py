@@ -7,15 +7,16 @@ version, which a run pins by number or tag. The build records the gradient table
 damping its self-influence used; ``load_aggregates`` refuses another version or damping.
 
 Document sums are written as partial rows when a document's rows are not contiguous in the scan;
-readers add the parts (exact). They cost up to ``4 × modes × (documents / rows)`` times the bytes
-of a float16 table, so they are opt-in.
+readers add the parts (exact). A document of one row is its row: its sums are not written again
+(most documents of a corpus of short documents; float64 copies would cost ``4 × modes`` times the
+bytes of a float16 table) and readers take them from the table and its stored self-influence.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -47,6 +48,8 @@ class AggregateInfo:
     levels: tuple[str, ...]
     rows: int
     dim: int
+    # True: documents of one row are read from the gradient table (not stored in the aggregates)
+    single_row_documents_in_table: bool = False
     version: int = -1
 
 
@@ -128,11 +131,21 @@ class _DocumentSums:
     """Per-document sums with bounded memory: a document's partial sum is flushed once a chunk
     no longer contains it (rows of one document are usually adjacent)."""
 
-    def __init__(self, modes: tuple[str, ...]) -> None:
+    def __init__(self, modes: tuple[str, ...], skip: frozenset[str] = frozenset()) -> None:
         self.modes = modes
+        self.skip = skip
         self.pending: dict[str, tuple[dict[str, torch.Tensor], int, float]] = {}
 
     def update(self, chunk_docs: pa.Array, vectors: torch.Tensor, train_self: torch.Tensor | None):
+        if self.skip:
+            keep = ~pc.is_in(chunk_docs, value_set=pa.array(sorted(self.skip), pa.string())).to_numpy(
+                zero_copy_only=False
+            )
+            if not keep.all():
+                rows = torch.from_numpy(np.flatnonzero(keep))
+                chunk_docs = chunk_docs.filter(pa.array(keep))
+                vectors = vectors[rows]
+                train_self = None if train_self is None else train_self[rows]
         encoded = pc.dictionary_encode(chunk_docs)
         if isinstance(encoded, pa.ChunkedArray):
             encoded = encoded.combine_chunks()
@@ -195,6 +208,11 @@ def build_aggregates(
         rows=table.count_rows(version),
         dim=table.dim,
     )
+    singles: frozenset[str] = frozenset()
+    # A one-row document's sums can be rebuilt from its row and stored self-influence, exactly
+    if "document" in levels and (write_self_influence or modes == ("if",)):
+        singles = frozenset(d for d, n in _document_rows(table, version).items() if n == 1)
+        info = replace(info, single_row_documents_in_table=True)
     schema = _schema(table.dim, info)
     need_self = write_self_influence or any(m != "if" for m in modes)
     self_ids: list[str] = []
@@ -204,7 +222,7 @@ def build_aggregates(
     def batches() -> Iterator[pa.RecordBatch]:
         providers = GroupSumAccumulator(0, table.dim, modes)
         provider_ids: dict[int, str] = {}
-        documents = _DocumentSums(modes) if "document" in levels else None
+        documents = _DocumentSums(modes, singles) if "document" in levels else None
         for chunk in table.read(chunk_rows=chunk_rows, version=version):
             wide = chunk.vectors.to(torch.float64)
             train_self = self_influence(wide, pre) if need_self else None
@@ -244,6 +262,49 @@ def _grow(acc: GroupSumAccumulator, num_groups: int) -> None:
     acc.norm_sums = torch.cat([acc.norm_sums, acc.norm_sums.new_zeros(extra)])
     for mode, sums in acc.sums.items():
         acc.sums[mode] = torch.cat([sums, sums.new_zeros(extra, sums.shape[1])])
+
+
+def _document_rows(table: GradientTable, version: int) -> dict[str, int]:
+    """Rows per document among the committed rows of ``version`` (the doc_id column only)."""
+    ids = table.column("doc_id", version)
+    counts = pc.value_counts(ids)
+    return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
+
+
+def _single_row_documents(table: GradientTable, info: AggregateInfo, modes: tuple[str, ...], stored: set[str]):
+    """``(keys, rows, norm_sums, {mode: vectors})`` of the one-row documents, from the table's rows
+    and stored self-influence, through the same accumulator the build uses."""
+    keys: list[str] = []
+    parts: dict[str, list[torch.Tensor]] = {m: [] for m in modes}
+    norms: list[torch.Tensor] = []
+    self_by_shard: dict[int, dict[str, float]] = {}
+    need_self = any(m != "if" for m in modes)
+    for chunk in table.read(version=info.table_version):
+        docs = chunk.doc_ids
+        pick = [i for i, d in enumerate(docs) if d not in stored]
+        if not pick:
+            continue
+        rows = torch.tensor(pick, dtype=torch.int64)
+        wide = chunk.vectors[rows].to(torch.float64)
+        train_self = None
+        if need_self:
+            values = []
+            for i in pick:
+                shard = int(chunk.shards[i])
+                if shard not in self_by_shard:
+                    self_by_shard[shard] = table.self_influence(shard)
+                values.append(self_by_shard[shard][chunk.example_ids[i]])
+            train_self = torch.tensor(values, dtype=torch.float64)
+        acc = GroupSumAccumulator(len(pick), info.dim, modes)
+        acc.update(wide, torch.arange(len(pick)), train_self)
+        keys.extend(docs[i] for i in pick)
+        norms.append(acc.norm_sums)
+        for m in modes:
+            parts[m].append(acc.sums[m])
+    empty = torch.zeros(0, info.dim, dtype=torch.float64)
+    vectors = {m: torch.cat(parts[m]) if parts[m] else empty for m in modes}
+    norm_sums = torch.cat(norms) if norms else torch.zeros(0, dtype=torch.float64)
+    return keys, torch.ones(len(keys), dtype=torch.int64), norm_sums, vectors
 
 
 def _document_batches(schema, modes, docs: dict) -> Iterator[pa.RecordBatch]:
@@ -311,6 +372,7 @@ def load_aggregates(
     keys: list[str] = []
     codes = rows = torch.zeros(0, dtype=torch.int64)
     norms = torch.zeros(0, dtype=torch.float64)
+    singles = None
     for mode in modes:
         t = ds.to_table(filter=f"level = '{level}' AND mode = '{mode}'")
         flat = t.column("vector").combine_chunks()
@@ -319,6 +381,13 @@ def load_aggregates(
         mode_rows = torch.from_numpy(t.column("rows").to_numpy().copy())
         mode_norms = torch.from_numpy(t.column("norm_sum").to_numpy().copy())
         if level == "document":  # partial rows of one document add up
+            if info.single_row_documents_in_table:
+                if singles is None:
+                    singles = _single_row_documents(table, info, modes, set(mode_keys))
+                mode_keys = mode_keys + singles[0]
+                vec = torch.cat([vec, singles[3][mode]])
+                mode_rows = torch.cat([mode_rows, singles[1]])
+                mode_norms = torch.cat([mode_norms, singles[2]])
             uniq = sorted(set(mode_keys))
             index = {k: j for j, k in enumerate(uniq)}
             inv = torch.tensor([index[k] for k in mode_keys], dtype=torch.int64)

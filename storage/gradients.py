@@ -261,6 +261,14 @@ class GradientTable:
             return 0
         return self._dataset(version).count_rows(filter=f"shard IN {sql_list(shards)}")
 
+    def column(self, name: str, version: int | None = None) -> pa.Array:
+        """One metadata column (``example_id``, ``doc_id``, ...) of the committed rows of ``version``."""
+        shards = self.committed_shards(version)
+        if not shards:
+            return pa.array([], pa.string())
+        t = self._dataset(version).to_table(columns=[name], filter=f"shard IN {sql_list(shards)}")
+        return t.column(name).combine_chunks()
+
     def _dataset(self, version: int | None):
         if version is None:
             self.tbl.checkout_latest()

@@ -109,3 +109,20 @@ def test_positive_sum_bounds_hold(grad_table, mode):
     )
     assert torch.all(lower <= positive + 1e-9) and torch.all(positive <= upper + 1e-9)
     assert torch.all(upper[:, PROVIDERS - 1] == 0)
+
+
+def test_one_row_documents_are_read_from_the_table_not_stored_again(grad_table):
+    from collections import Counter
+
+    from storage.aggregates import _open
+
+    table, pre, _, docs, _, _, _ = grad_table
+    singles = {d for d, n in Counter(docs).items() if n == 1}
+    assert singles and len(singles) < len(set(docs))  # the fixture has both kinds
+    info = build_aggregates(table, pre, 0.1, levels=("provider", "document"), chunk_rows=5)
+    assert info.single_row_documents_in_table
+    _, ds = _open(table, info.version)
+    stored = set(ds.to_table(filter="level = 'document'").column("key").to_pylist())
+    assert stored == set(docs) - singles
+    agg = load_aggregates(table, 0.1, table.version, level="document", modes=("relatif",))
+    assert sorted(agg.keys) == sorted(set(docs))  # every document comes back, exact (test above)
