@@ -97,7 +97,8 @@ def run_demo(home: Path, app) -> dict:
     app_ = App.of(load_settings())
     s = app_.settings
     pending = app_.queries.pending("demo").to_pylist()
-    final = value_lineage(app_, "demo", checkpoint_set(app_, "demo", "latest"), pending).combined(
+    latest = checkpoint_set(app_, "demo", "latest")
+    final = value_lineage(app_, "demo", latest, pending, with_confidence=False).combined(
         normalise=s.checkpoint_combine == "normalised"
     )
     providers = list(PROVIDERS)
