@@ -43,7 +43,8 @@ def register(
         raise NotReadyError("the corpus is empty: ingest the documents this checkpoint was trained on first")
     app.corpus.pin(fingerprint, corpus_version)
     if not app.artifacts.exists(fingerprint, REGISTERED, TRAINING_STATE):  # the first registration wins
-        app.artifacts.save(fingerprint, REGISTERED, TRAINING_STATE, {}, extra=training_state(model_dir, model))
+        state = training_state(model_dir, model, app.settings.include)
+        app.artifacts.save(fingerprint, REGISTERED, TRAINING_STATE, {}, extra=state)
     return register_checkpoint(app.ledger, fingerprint, str(model_dir), lineage, step)
 
 
@@ -53,4 +54,4 @@ def recorded_training_state(app: App, checkpoint_id: str, model_dir: str | Path)
     if app.artifacts.exists(checkpoint_id, REGISTERED, TRAINING_STATE):
         return app.artifacts.manifest(checkpoint_id, REGISTERED, TRAINING_STATE)["extra"]
     model, _ = app.model(model_dir)
-    return training_state(Path(model_dir), model)
+    return training_state(Path(model_dir), model, app.settings.include)

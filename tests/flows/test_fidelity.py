@@ -95,6 +95,24 @@ def test_adam_state_turns_optimizer_scaling_on_and_keys_the_table_apart(settings
         on.key  # noqa: B018
 
 
+def test_an_unusable_optimizer_state_is_recorded_with_its_reason_and_not_used(settings, world, tmp_path):
+    app = App.of(settings)
+    ingest(app, world["corpus"])
+    partial = tmp_path / "partial"
+    shutil.copytree(world["checkpoints"][-1], partial)
+    state = torch.load(partial / "optimizer.pt", weights_only=True)
+    names = state["param_groups"][0]["param_names"]
+    del state["state"][names.index("transformer.h.0.mlp.c_fc.weight")]
+    torch.save(state, partial / "optimizer.pt")
+    broken = tmp_path / "broken"
+    shutil.copytree(world["checkpoints"][-1], broken)
+    (broken / "optimizer.pt").write_bytes(b"not a torch file")
+    for path, why in [(partial, "no Adam state for 1 watched weight"), (broken, "optimizer.pt not usable")]:
+        ctx = CheckpointContext(app, register(app, path, "odd", None).checkpoint_id)
+        assert not ctx.training_state["optimizer_state"] and why in " ".join(ctx.training_state["notes"])
+        assert ctx.training_state["trainer_state"] and not ctx.optimizer_scaling
+
+
 def test_learning_rate_weights_are_used_and_recorded(settings, world, tmp_path):
     app = App.of(settings.replace(confidence="off"))
     ingest(app, world["corpus"])
