@@ -5,7 +5,8 @@ query's credited top-k training examples, and the same step on as many examples 
 from the checkpoint's pinned corpus version (seeded by the ``seed`` setting and the query id);
 each measured as the change of the query's response log-probability. The confidence figure is
 ``Δ top-k − Δ random`` (nats): above 0 when the examples the ledger credits move the answer more
-than arbitrary ones do. Nothing is retrained and the model itself is left untouched.
+than arbitrary ones do. Nothing is retrained and the model itself is left untouched: the steps
+are taken on one working copy, reset to the model's weights before each.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def tail_patch_confidence(
 
     from flows.valuate import query_lm_batch
     from valuation import default_device, default_lm_loss, pad_batch
-    from valuation.evaluate import tail_patch
+    from valuation.evaluate import TailPatcher
 
     s = ctx.app.settings
     start = time.perf_counter()
@@ -67,6 +68,8 @@ def tail_patch_confidence(
         return to_device(pad_batch([tokens[e] for e in ids], tokenizer.pad_token_id), device)
 
     out: dict[str, float] = {}
+    with ctx.app.model_lock:
+        patcher = TailPatcher(model, default_lm_loss, s.tail_patch_lr)  # one working copy for every query
     for q in queries:
         qid = q["query_id"]
         if qid not in drawn:
@@ -78,8 +81,8 @@ def tail_patch_confidence(
                 return -default_lm_loss(m, query)
 
         with ctx.app.model_lock:
-            top = tail_patch(model, default_lm_loss, log_prob, batch_of(credited[qid]), s.tail_patch_lr)
-            rand = tail_patch(model, default_lm_loss, log_prob, batch_of(drawn[qid]), s.tail_patch_lr)
+            top = patcher.delta(batch_of(credited[qid]), log_prob)
+            rand = patcher.delta(batch_of(drawn[qid]), log_prob)
         out[qid] = float(top - rand)
     details = {
         "method": "tail-patch",
