@@ -23,6 +23,9 @@ from valuation.errors import ConfigurationError
 DTYPES = ("float32", "float16")
 COMBINES = ("normalised", "sum")
 DISPATCHES = ("local", "pool")
+OPTIMIZER_SCALINGS = ("auto", "on", "off")
+CHECKPOINT_WEIGHTS = ("auto", "uniform", "lr")
+CONFIDENCES = ("tail-patch", "off")
 
 
 def _check(value, allowed: tuple, name: str) -> None:
@@ -61,11 +64,16 @@ class FitArguments:
     include: tuple[str, ...] = (BLOCKS,)
     seed: int = 0
     fit_examples: int = 256
+    # Gradients scaled by Adam's factored 1/sqrt(v) (valuation/optimizer.py): "auto" when the
+    # checkpoint carries an optimizer.pt with Adam moments, "on" (refused without one), "off".
+    # Per checkpoint it shapes the stored vectors, so the effective value keys their table.
+    optimizer_scaling: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "include", tuple(self.include))
         self.logra_config()  # validates k and init
         _positive("fit_examples", self.fit_examples)
+        _check(self.optimizer_scaling, OPTIMIZER_SCALINGS, "optimizer_scaling")
 
     def logra_config(self) -> LoGraConfig:
         return LoGraConfig(k_in=self.k_in, k_out=self.k_out, init=self.init, include=self.include, seed=self.seed)
@@ -108,9 +116,25 @@ class ScoreArguments:
     checkpoint_combine: str = "normalised"
     # BM25 top-k per query stored beside the influence top-k as lexical evidence (0: off); never credited
     lexical_topk: int = 10
+    # How the checkpoints of a set are weighted (after normalisation): "lr" by the learning rate
+    # summed over the training segment each ends (from trainer_state.json; refused without it),
+    # "uniform" 1 each, "auto" lr when every checkpoint of the set carries it, else uniform.
+    # Explicit weights (`value --weights`) win.
+    checkpoint_weights: str = "auto"
+    # A confidence figure per credited query, stored with the run: "tail-patch" = change of the
+    # query's response log-probability after one SGD step (lr tail_patch_lr, summed loss) on its
+    # credited top-k examples minus that after the same step on topk random examples (seeded),
+    # on the final checkpoint of the set; "off".
+    confidence: str = "tail-patch"
+    tail_patch_lr: float = 1e-4
 
     def __post_init__(self) -> None:
         _check(self.mode, MODES, "scoring mode")
+        _check(self.checkpoint_weights, CHECKPOINT_WEIGHTS, "checkpoint_weights")
+        _check(self.confidence, CONFIDENCES, "confidence")
+        lr = self.tail_patch_lr
+        if isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0:
+            raise ConfigurationError(f"tail_patch_lr must be a number > 0, got {self.tail_patch_lr!r}")
         if not isinstance(self.lexical_topk, int) or self.lexical_topk < 0:
             raise ConfigurationError(f"lexical_topk must be an integer >= 0, got {self.lexical_topk!r}")
         _check(self.policy, POLICIES, "policy")
@@ -200,7 +224,7 @@ class Settings:
 
     def scoring_config(self) -> dict:
         """Every setting that shapes a valuation run's numbers (recorded with the run, in its key)."""
-        return {**self.valuation_config(), **asdict(self.score)}
+        return {**self.valuation_config(), "optimizer_scaling": self.optimizer_scaling, **asdict(self.score)}
 
     # serialisation
     def to_dict(self) -> dict:

@@ -53,6 +53,7 @@ def build_results(app: App, val: Valuation, weights: dict[str, float]) -> list:
     for qi, r in enumerate(results):
         q = texts.get(r.query_id, {})
         r.prompt, r.response, r.lineage = q.get("prompt"), q.get("response"), val.lineage
+        r.confidence = val.confidence.get(r.query_id)
         r.by_checkpoint = {ck: dict(res[qi].provider_scores) for ck, res in per_ck.items()}
         scores_by_ck = {ck: {e.example_id: e.score for e in res[qi].topk} for ck, res in per_ck.items()}
         r.topk = [
@@ -87,7 +88,9 @@ def post_credits(app: App, val: Valuation, weights: dict | None = None):
     )
 
     s = app.settings
-    weights = weights or {}
+    # The valuation's own weights (flows.valuate.set_weights) unless the caller gives others.
+    explicit = bool(weights)
+    weights = weights or val.weights or {}
     results = build_results(app, val, weights)
     refs = [
         RunCheckpointRef(cs.checkpoint_id, cs.table, cs.version, weights.get(cs.checkpoint_id, 1.0))
@@ -103,6 +106,7 @@ def post_credits(app: App, val: Valuation, weights: dict | None = None):
     config = val.scoring | {
         "lineage": val.lineage,
         "weights": weights,
+        "weights_basis": "explicit" if explicit else val.weights_basis,
         "table_tags": {cs.checkpoint_id: cs.tag for cs in val.per_checkpoint},
     }
 
@@ -115,10 +119,12 @@ def post_credits(app: App, val: Valuation, weights: dict | None = None):
                 **c.manifest("preconditioner").get("extra", {}).get("coverage", {}),
                 "scored": cs.examples,
                 "topk_method": cs.topk_method,
+                "optimizer_scaling": val.optimizer_scaling.get(cs.checkpoint_id),
             }
             for c, cs in zip(contexts, val.per_checkpoint, strict=True)
         },
         "lexical_topk": s.lexical_topk,
+        "confidence": val.confidence_details or None,
     }
 
     def record(rs: list) -> RunRecord:

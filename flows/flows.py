@@ -139,7 +139,9 @@ def on_new_checkpoint(
 
 
 @task(name="value-queries", tags=[GPU_TAG])
-def value_task(settings: dict | None, lineage: str, checkpoints: str | list[str]) -> str | None:
+def value_task(
+    settings: dict | None, lineage: str, checkpoints: str | list[str], weights: dict | None = None
+) -> str | None:
     """Scores of the lineage's pending queries, saved as JSON; returns its path (None: nothing pending)."""
     from flows.valuate import checkpoint_set, valuation_path, value_lineage
 
@@ -147,7 +149,8 @@ def value_task(settings: dict | None, lineage: str, checkpoints: str | list[str]
     queries = app.queries.pending(lineage).to_pylist()
     if not queries:
         return None
-    val = value_lineage(app, lineage, checkpoint_set(app, lineage, checkpoints), queries, reporter_for_run())
+    ckset = checkpoint_set(app, lineage, checkpoints)
+    val = value_lineage(app, lineage, ckset, queries, reporter_for_run(), weights)
     return str(val.save(valuation_path(app, val)))
 
 
@@ -174,8 +177,10 @@ def post_task(settings: dict | None, valuation: str, weights: dict | None) -> di
 
 
 @flow(name="value_queries")
-def value_queries(settings: dict | None, lineage: str, checkpoints: str | list[str] = "all") -> str | None:
-    return value_task(settings, lineage, checkpoints)
+def value_queries(
+    settings: dict | None, lineage: str, checkpoints: str | list[str] = "all", weights: dict | None = None
+) -> str | None:
+    return value_task(settings, lineage, checkpoints, weights)
 
 
 @flow(name="post_credits")
@@ -213,7 +218,7 @@ def valuation_cycle(
         if not finalized(app, name):
             logger.info("lineage %r has no finalized checkpoint: its queries stay pending", name)
             continue
-        valuation = value_queries(settings, name, checkpoints)
+        valuation = value_queries(settings, name, checkpoints, weights)
         if valuation is None:
             continue
         result = post_credits(settings, valuation, weights)

@@ -59,7 +59,7 @@ def valuation_cycle(
         queries = app.queries.pending(name).to_pylist()
         if not queries:
             continue
-        val = value_lineage(app, name, checkpoint_set(app, name, checkpoints), queries, reporter)
+        val = value_lineage(app, name, checkpoint_set(app, name, checkpoints), queries, reporter, weights)
         report = post_credits(app, val, weights)
         if report is not None:
             out.runs.append(

@@ -51,6 +51,11 @@ class Valuation:
     per_checkpoint: list[CheckpointScores] = field(default_factory=list)
     corpus_share: dict[str, int] = field(default_factory=dict)  # examples per provider, pinned version
     corpus_version: int = 0  # the newest pinned version among the checkpoints (pro-rata, lexical evidence)
+    weights: dict[str, float] = field(default_factory=dict)  # per checkpoint id (flows.valuate.set_weights)
+    weights_basis: str = "uniform"  # explicit, lr or uniform
+    optimizer_scaling: dict[str, bool] = field(default_factory=dict)  # per checkpoint id
+    confidence: dict[str, float] = field(default_factory=dict)  # per query id (flows.confidence)
+    confidence_details: dict = field(default_factory=dict)  # how the confidence figures were made
 
     def save(self, path: Path) -> Path:
         blob = {
@@ -61,6 +66,11 @@ class Valuation:
             "scoring": self.scoring,
             "corpus_share": self.corpus_share,
             "corpus_version": self.corpus_version,
+            "weights": self.weights,
+            "weights_basis": self.weights_basis,
+            "optimizer_scaling": self.optimizer_scaling,
+            "confidence": self.confidence,
+            "confidence_details": self.confidence_details,
             "per_checkpoint": [
                 {
                     "checkpoint_id": cs.checkpoint_id,
@@ -110,6 +120,11 @@ class Valuation:
             per,
             blob.get("corpus_share", {}),
             blob.get("corpus_version", 0),
+            blob.get("weights", {}),
+            blob.get("weights_basis", "uniform"),
+            blob.get("optimizer_scaling", {}),
+            blob.get("confidence", {}),
+            blob.get("confidence_details", {}),
         )
 
     def combined(self, weights: dict[str, float] | None = None, normalise: bool = False):

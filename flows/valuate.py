@@ -53,11 +53,23 @@ def checkpoint_set(app: App, lineage: str, which: str | list[str] = "all") -> li
     raise ConfigurationError(f"--checkpoints must be latest, all, N or checkpoint ids; got {which!r}")
 
 
+def query_lm_batch(tokenizer, queries: list[dict], max_length: int) -> dict:
+    """The LM batch of ``queries`` (prompt + response; the loss covers the response tokens only)."""
+    from valuation import query_batch
+
+    return query_batch(
+        [tokenizer(q["prompt"], add_special_tokens=False)["input_ids"] for q in queries],
+        [tokenizer(q["response"], add_special_tokens=False)["input_ids"] for q in queries],
+        tokenizer.pad_token_id,
+        max_length,
+    )
+
+
 def query_vectors(ctx: CheckpointContext, queries: list[dict]):
     """``(n_query, D)`` projected gradients of the queries (loss on the response tokens only)."""
     import torch
 
-    from valuation import default_device, query_batch
+    from valuation import default_device
 
     s = ctx.app.settings
     logra = load_logra(ctx)
@@ -65,13 +77,7 @@ def query_vectors(ctx: CheckpointContext, queries: list[dict]):
     device = default_device()
     out = []
     for start in range(0, len(queries), s.batch_size):
-        part = queries[start : start + s.batch_size]
-        batch = query_batch(
-            [tokenizer(q["prompt"], add_special_tokens=False)["input_ids"] for q in part],
-            [tokenizer(q["response"], add_special_tokens=False)["input_ids"] for q in part],
-            tokenizer.pad_token_id,
-            s.max_length,
-        )
+        batch = query_lm_batch(tokenizer, queries[start : start + s.batch_size], s.max_length)
         with ctx.app.model_lock:
             out.append(logra.gradients(to_device(batch, device)))
     return torch.cat(out).float(), logra.layout
@@ -164,14 +170,68 @@ def provider_list(app: App) -> list[str]:
     return providers
 
 
+def set_weights(
+    app: App, checkpoints: list[CheckpointContext], explicit: dict[str, float] | None = None
+) -> tuple[dict[str, float], str]:
+    """``({checkpoint id: weight}, basis)`` of a checkpoint set, basis ``explicit``, ``lr`` or ``uniform``.
+
+    Explicit weights win (a checkpoint they leave out weighs 1). Otherwise the setting
+    ``checkpoint_weights``: ``lr`` weighs each checkpoint by the learning rate summed over the
+    steps of the segment it ends (after the previous checkpoint of the set;
+    :func:`valuation.combine.checkpoint_weights`, from the ``lr_mass`` its ``trainer_state.json``
+    gave at registration), scaled to mean 1 so that scores stay comparable with uniform ones;
+    ``auto`` does so when every checkpoint carries it, and is uniform otherwise.
+    """
+    ids = [c.row.checkpoint_id for c in checkpoints]
+    if explicit:
+        return {c: float(explicit.get(c, 1.0)) for c in ids}, "explicit"
+    setting = app.settings.checkpoint_weights
+    if setting == "uniform":
+        return {c: 1.0 for c in ids}, "uniform"
+    states = [c.training_state for c in checkpoints]
+    steps = [st.get("global_step") for st in states]
+    masses = [st.get("lr_mass") for st in states]
+    why = None
+    if not all(st.get("trainer_state") for st in states):
+        why = "a checkpoint of the set has no usable trainer_state.json"
+    elif any(b <= a for a, b in zip([0, *steps], steps, strict=False)):
+        why = f"the checkpoints' global steps {steps} do not increase in training order"
+    else:
+        segments = [b - a for a, b in zip([0.0, *masses], masses, strict=False)]
+        if any(w < 0 for w in segments) or sum(segments) <= 0:
+            why = "the learning rates give no positive weight"
+    if why is not None:
+        if setting == "lr":
+            raise ConfigurationError(f"checkpoint_weights = 'lr': {why}; set it to 'auto' or 'uniform'")
+        return {c: 1.0 for c in ids}, "uniform"
+    total = sum(segments)
+    return {c: w * len(ids) / total for c, w in zip(ids, segments, strict=True)}, "lr"
+
+
+def confidence(app: App, val: Valuation, checkpoints: list[CheckpointContext], queries: list[dict]) -> None:
+    """Fill ``val.confidence`` per query (setting ``confidence``) from its credited top-k under
+    the valuation's own weights, on the final checkpoint of the set (:mod:`flows.confidence`)."""
+    if app.settings.confidence == "off" or not checkpoints:
+        return
+    from flows.confidence import tail_patch_confidence
+
+    results = val.combined(val.weights, normalise=app.settings.checkpoint_combine == "normalised")
+    credited = {r.query_id: [e.example_id for e in r.topk] for r in results}
+    val.confidence, val.confidence_details = tail_patch_confidence(checkpoints[-1], queries, credited)
+
+
 def value_lineage(
     app: App,
     lineage: str,
     checkpoints: list[CheckpointContext],
     queries: list[dict],
     reporter: Reporter = NULL,
+    weights: dict[str, float] | None = None,
+    with_confidence: bool = True,
 ) -> Valuation:
-    """Score ``queries`` of ``lineage`` against every checkpoint of the set."""
+    """Score ``queries`` of ``lineage`` against every checkpoint of the set; the set's weights
+    (:func:`set_weights`; ``weights`` explicit) and, unless ``with_confidence`` is False, each
+    query's confidence figure are recorded in the valuation."""
     providers = provider_list(app)
     batch = digest(sorted(q["query_id"] for q in queries))
     val = Valuation(
@@ -184,8 +244,12 @@ def value_lineage(
     newest = max(checkpoints, key=lambda c: c.corpus_version)
     val.corpus_share = app.corpus.example_counts(newest.tokenizer_key, newest.corpus_version)
     val.corpus_version = newest.corpus_version
+    val.weights, val.weights_basis = set_weights(app, checkpoints, weights)
+    val.optimizer_scaling = {c.row.checkpoint_id: c.optimizer_scaling for c in checkpoints}
     for ctx in checkpoints:
         val.per_checkpoint.append(score_checkpoint(ctx, queries, len(providers), f"valuation-{batch}", reporter))
+    if with_confidence:
+        confidence(app, val, checkpoints, queries)
     return val
 
 

@@ -441,6 +441,31 @@ def shapley_agreement(credit: torch.Tensor, shapley: torch.Tensor, queries: Sequ
 # Tail-patch: a counterfactual check per query that needs no retraining.
 
 
+class TailPatcher:
+    """Repeated tail-patch steps on one working copy of ``model`` (made once): each :meth:`delta`
+    first resets the copy's parameters to the model's, so many steps cost one copy of memory."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, object], torch.Tensor], lr: float):
+        import copy
+
+        self.model, self.loss_fn, self.lr = model, loss_fn, lr
+        self.patched = copy.deepcopy(model)
+
+    def delta(self, batch: object, measure_fn: MeasureFn) -> torch.Tensor:
+        """Change of ``measure_fn`` after one SGD step of size ``lr`` on the summed loss of ``batch``."""
+        with torch.no_grad():
+            for p, original in zip(self.patched.parameters(), self.model.parameters(), strict=True):
+                p.copy_(original)
+        params = [p for p in self.patched.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(self.loss_fn(self.patched, batch), params, allow_unused=True)
+        with torch.no_grad():
+            for p, g in zip(params, grads, strict=True):
+                if g is not None:
+                    p.sub_(self.lr * g)
+        before = torch.as_tensor(measure_fn(self.model)).double()
+        return torch.as_tensor(measure_fn(self.patched)).double() - before
+
+
 def tail_patch(
     model: torch.nn.Module,
     loss_fn: Callable[[torch.nn.Module, object], torch.Tensor],
@@ -450,17 +475,7 @@ def tail_patch(
 ) -> torch.Tensor:
     """Change of ``measure_fn`` ``(n_query,)`` after one SGD step of size ``lr`` on the summed loss
     of ``batch``, taken on a copy of ``model`` (the model itself is left untouched)."""
-    import copy
-
-    patched = copy.deepcopy(model)
-    params = [p for p in patched.parameters() if p.requires_grad]
-    grads = torch.autograd.grad(loss_fn(patched, batch), params, allow_unused=True)
-    with torch.no_grad():
-        for p, g in zip(params, grads, strict=True):
-            if g is not None:
-                p.sub_(lr * g)
-    before = torch.as_tensor(measure_fn(model)).double()
-    return torch.as_tensor(measure_fn(patched)).double() - before
+    return TailPatcher(model, loss_fn, lr).delta(batch, measure_fn)
 
 
 @dataclass

@@ -23,7 +23,7 @@ def main() -> None:
     print("| mode | raw sum | normalised |\n| --- | ---: | ---: |")
     for mode in ("if", "relatif", "cosine"):
         app = App.of(load_settings(mode=mode))
-        val = value_lineage(app, "demo", checkpoint_set(app, "demo", "all"), qs)
+        val = value_lineage(app, "demo", checkpoint_set(app, "demo", "all"), qs, with_confidence=False)
         acc = []
         for normalise in (False, True):
             res = val.combined(normalise=normalise)

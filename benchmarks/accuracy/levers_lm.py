@@ -3,10 +3,10 @@ the provider Shapley ground truth of the same corpus exists, agreement with it.
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.levers_lm [--docs-per-provider 24 --fact-repeats 3]
 
-The demo recipe (``flows.demo.model``) is run once on the whole corpus with every checkpoint saved
-the way Hugging Face Trainer saves one: ``optimizer.pt`` (AdamW state, parameter names recorded)
-and ``trainer_state.json`` (``log_history`` with the learning rate of every step), so the
-optimizer lever and the trajectory weights read what a real training run leaves behind.
+The demo recipe (``flows.demo.model``) is run once on the whole corpus; its checkpoints carry
+what Hugging Face Trainer saves (``optimizer.pt``: AdamW state, parameter names recorded;
+``trainer_state.json``: ``log_history`` with the learning rate of every step), so the optimizer
+lever and the trajectory weights read what a real training run leaves behind.
 Writes ``benchmarks/accuracy/out/levers-lm-<corpus>.json``.
 """
 
@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -33,42 +31,6 @@ from valuation.evaluate import (
     tail_patch_check,
 )
 from valuation.optimizer import load_hf_optimizer_state
-
-
-@contextmanager
-def hf_style_checkpoints() -> Iterator[None]:
-    """While active, ``torch.optim.AdamW`` records its learning rate per step and every
-    ``save_pretrained`` also writes ``optimizer.pt`` and ``trainer_state.json`` beside the weights."""
-    from transformers import PreTrainedModel
-
-    recorded: dict = {}
-    original_adamw, original_save = torch.optim.AdamW, PreTrainedModel.save_pretrained
-
-    class RecordingAdamW(original_adamw):
-        def __init__(self, params, *args, **kwargs):
-            super().__init__(params, *args, **kwargs)
-            recorded.update(opt=self, log=[])
-
-        def step(self, closure=None):
-            out = super().step(closure)
-            recorded["log"].append({"step": len(recorded["log"]) + 1, "learning_rate": self.param_groups[0]["lr"]})
-            return out
-
-    def save(self, path, *args, **kwargs):
-        original_save(self, path, *args, **kwargs)
-        if "opt" in recorded:
-            state = recorded["opt"].state_dict()
-            state["param_groups"][0]["param_names"] = [n for n, _ in self.named_parameters()]
-            torch.save(state, Path(path) / "optimizer.pt")
-            blob = {"global_step": len(recorded["log"]), "log_history": list(recorded["log"])}
-            (Path(path) / "trainer_state.json").write_text(json.dumps(blob))
-
-    torch.optim.AdamW, PreTrainedModel.save_pretrained = RecordingAdamW, save
-    try:
-        yield
-    finally:
-        torch.optim.AdamW, PreTrainedModel.save_pretrained = original_adamw, original_save
-
 
 CONFIGS = [
     *SINGLE_LEVERS,
@@ -201,8 +163,7 @@ def main() -> None:
     run_dir = suite.workdir / "full-seed0-hf"
     paths = sorted(run_dir.glob("step-*"))
     if len(paths) != args.recipe.checkpoints or not all((p / "optimizer.pt").exists() for p in paths):
-        with hf_style_checkpoints():
-            paths = suite.train(torch.ones(suite.n_train, dtype=torch.bool), 0, run_dir)
+        paths = suite.train(torch.ones(suite.n_train, dtype=torch.bool), 0, run_dir, training_state=True)
     steps = [int(p.name.split("-")[1]) for p in paths]
     weights = checkpoint_weights(paths[-1] / "trainer_state.json", steps)
     print("checkpoints", steps, "learning-rate weights", [round(w, 3) for w in weights], flush=True)

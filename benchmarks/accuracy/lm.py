@@ -131,9 +131,12 @@ class LMSuite:
         return len(self.texts)
 
     # retraining ---------------------------------------------------------------------------
-    def train(self, mask: torch.Tensor, seed: int, out_dir: Path | None = None) -> list[Path]:
-        """Run the recipe on the documents where ``mask`` is True; the checkpoint directories."""
-        recipe = replace(self.args.recipe, seed=seed)
+    def train(
+        self, mask: torch.Tensor, seed: int, out_dir: Path | None = None, training_state: bool = False
+    ) -> list[Path]:
+        """Run the recipe on the documents where ``mask`` is True; the checkpoint directories (with
+        ``optimizer.pt`` and ``trainer_state.json`` only when ``training_state``: retrainings skip them)."""
+        recipe = replace(self.args.recipe, seed=seed, save_training_state=training_state)
         subset = [t for t, keep in zip(self.texts, mask.tolist(), strict=True) if keep]
         return train_demo_model(self.texts, out_dir, recipe, train_on=subset)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 from flows.app import App
@@ -47,11 +47,40 @@ class CheckpointContext:
         return f"{tokenizer_fingerprint(self.model_dir)}-L{self.app.settings.max_length}"
 
     @cached_property
+    def training_state(self) -> dict:
+        """What the checkpoint carries (recorded at registration): ``optimizer_state``,
+        ``trainer_state``, ``global_step``, ``lr_mass``, ``notes``."""
+        from flows.checkpoint.register import recorded_training_state
+
+        return recorded_training_state(self.app, self.row.checkpoint_id, self.model_dir)
+
+    @cached_property
+    def optimizer_scaling(self) -> bool:
+        """Whether this checkpoint's gradients are scaled by its Adam state (setting ``optimizer_scaling``)."""
+        setting, has = self.app.settings.optimizer_scaling, self.training_state["optimizer_state"]
+        if setting == "on" and not has:
+            why = "; ".join(self.training_state.get("notes", [])) or "no optimizer.pt in its directory"
+            raise ConfigurationError(
+                f"checkpoint {self.checkpoint_id[:16]}: optimizer_scaling = 'on' needs Adam's state ({why}); "
+                "set optimizer_scaling = 'auto' or 'off'"
+            )
+        return setting == "on" or (setting == "auto" and has)
+
+    def logra_config(self):
+        """The settings' LoGra configuration with this checkpoint's optimizer scaling."""
+        return replace(self.app.settings.logra_config(), optimizer_scaling=self.optimizer_scaling)
+
+    @cached_property
     def config(self) -> dict:
-        return self.app.settings.valuation_config() | {
-            "corpus_version": self.corpus_version,
-            "tokenizer": self.tokenizer_key,
-        }
+        # optimizer_scaling enters only when on (LoGraConfig.to_dict): earlier keys still match
+        return (
+            self.app.settings.valuation_config()
+            | self.logra_config().to_dict()
+            | {
+                "corpus_version": self.corpus_version,
+                "tokenizer": self.tokenizer_key,
+            }
+        )
 
     @cached_property
     def key(self) -> str:

@@ -11,12 +11,18 @@ def to_device(batch: dict, device) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def make_logra(ctx: CheckpointContext):
-    """A :class:`valuation.LoGra` on the checkpoint's cached model, with the settings' config."""
+def make_logra(ctx: CheckpointContext, optimizer_state: bool = True):
+    """A :class:`valuation.LoGra` on the checkpoint's cached model, with the checkpoint's config;
+    with optimizer scaling, Adam's second moments from its ``optimizer.pt`` are folded in (unless
+    ``optimizer_state`` is False: a stored projection state brings its own factors)."""
     from valuation import LoGra
+    from valuation.optimizer import load_hf_optimizer_state
 
     model, _ = ctx.model()
-    return LoGra(model, ctx.app.settings.logra_config())
+    logra = LoGra(model, ctx.logra_config())
+    if optimizer_state and ctx.optimizer_scaling:
+        logra.set_optimizer_state(load_hf_optimizer_state(model, ctx.model_dir))
+    return logra
 
 
 def fit(ctx: CheckpointContext, progress: Progress | None = None) -> str:
@@ -39,8 +45,8 @@ def fit(ctx: CheckpointContext, progress: Progress | None = None) -> str:
 
 
 def load_logra(ctx: CheckpointContext):
-    """The fitted LoGra of a checkpoint (projections loaded)."""
-    logra = make_logra(ctx)
+    """The fitted LoGra of a checkpoint (projections, and optimizer scales when on, loaded)."""
+    logra = make_logra(ctx, optimizer_state=False)
     state, _ = ctx.load("projections")
     logra.load_state_dict(state)
     return logra

@@ -75,3 +75,43 @@ def check_model_dir(model_dir: Path, model, tokenizer, sample_texts: list[str]) 
 def _squash(text: str) -> str:
     # Tokenizers may normalise whitespace; a lost character is what matters.
     return "".join(text.split())
+
+
+def training_state(model_dir: Path, model, include: tuple[str, ...] = ("@blocks",)) -> dict:
+    """What a checkpoint carries beside its weights, as Hugging Face Trainer saves it.
+
+    ``optimizer_state``: ``optimizer.pt`` loads (``weights_only=True``) with Adam's second moment
+    for the weight of every module ``include`` watches; ``trainer_state``: ``trainer_state.json``
+    has learning rates, with ``global_step`` and ``lr_mass`` (the learning rate summed over steps
+    ``1..global_step``, from which a checkpoint set's weights follow). A file that is present but
+    unusable is recorded as absent with the reason in ``notes`` (the checkpoint is not refused).
+    """
+    import json
+
+    from valuation import find_watched_modules
+    from valuation.combine import TrainerStateError, checkpoint_weights
+    from valuation.optimizer import load_hf_optimizer_state
+
+    out: dict = {"optimizer_state": False, "trainer_state": False, "global_step": None, "lr_mass": None, "notes": []}
+    if (model_dir / "optimizer.pt").exists():
+        try:
+            moments = load_hf_optimizer_state(model, model_dir)
+            missing = [m.name for m in find_watched_modules(model, include) if f"{m.name}.weight" not in moments]
+            if missing:
+                why = f"optimizer.pt has no Adam state for {len(missing)} watched weight(s): {missing[:3]}"
+                out["notes"].append(why)
+            out["optimizer_state"] = bool(moments) and not missing
+        except Exception as exc:  # torch.load: UnpicklingError, RuntimeError, EOFError...; OptimizerStateError
+            out["notes"].append(f"optimizer.pt not usable: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    path = model_dir / "trainer_state.json"
+    if path.exists():
+        try:
+            blob = json.loads(path.read_text())
+            log = blob["log_history"]
+            steps = [int(e["step"]) for e in log if "learning_rate" in e]
+            step = int(blob.get("global_step") or max(steps, default=0))
+            out["lr_mass"] = checkpoint_weights(log, [step], normalise=False)[0]
+            out["trainer_state"], out["global_step"] = True, step
+        except (OSError, KeyError, TypeError, ValueError, TrainerStateError) as exc:
+            out["notes"].append(f"trainer_state.json not usable: {type(exc).__name__}: {exc}")
+    return out

@@ -41,6 +41,11 @@ def checkpoint_add(
         f"checkpoint {ck.checkpoint_id[:16]} ({lineage}, step {step}): corpus version {ctx.corpus_version}, "
         f"watching {cov.per_block}"
     )
+    state = ctx.training_state
+    scaling = "on" if ctx.optimizer_scaling else "off"
+    say(f"training state: {describe_training_state(state)}; optimizer scaling {scaling}")
+    for note in state.get("notes", []):
+        say(f"warning: {note}", stderr=True)
     if cov.unwatched:
         say(
             f"warning: include = {list(app.settings.include)} leaves {', '.join(cov.unwatched)} unwatched in every "
@@ -57,6 +62,14 @@ def checkpoint_add(
             build_checkpoint(ctx, reporter_for_run())
     if ctx.finalized:
         say(f"checkpoint {ck.checkpoint_id[:16]} ready: {ctx.table().count_rows()} examples logged")
+
+
+def describe_training_state(state: dict) -> str:
+    """``optimizer.pt (Adam), trainer_state.json (step N)`` or ``none``: what a checkpoint carries."""
+    parts = ["optimizer.pt (Adam)"] if state.get("optimizer_state") else []
+    if state.get("trainer_state"):
+        parts.append(f"trainer_state.json (step {state.get('global_step')})")
+    return ", ".join(parts) or "none"
 
 
 @checkpoint_app.command("list")
@@ -84,6 +97,7 @@ def checkpoint_list(fmt: FormatOpt = "table") -> None:
                 "examples": examples,
                 "logged": logged,
                 "finalized": version is not None and ctx.finalized,
+                "training_state": describe_training_state(ctx.training_state),
                 "registered_at": c.registered_at.isoformat(timespec="seconds"),
                 "path": c.path,
             }
@@ -96,6 +110,7 @@ def checkpoint_list(fmt: FormatOpt = "table") -> None:
         "examples",
         "logged",
         "finalized",
+        "training_state",
         "registered_at",
         "path",
     ]

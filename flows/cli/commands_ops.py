@@ -78,11 +78,20 @@ def eval_(
     ] = None,
     method: Annotated[list[str] | None, typer.Option(help="only these methods (repeatable)")] = None,
     out: Annotated[Path | None, typer.Option(help="write the JSON report here")] = None,
+    shapley: Annotated[
+        bool,
+        typer.Option(
+            "--shapley",
+            help="instead of LDS: exact provider Shapley values (every coalition of the task's providers "
+            "retrained, --seeds each) and each method's credit shares against them, beside pro-rata",
+        ),
+    ] = False,
 ) -> None:
-    """Counterfactual accuracy: LDS (mean ± s.e., split-half ceiling) of each valuation method."""
+    """Counterfactual accuracy: LDS (mean ± s.e., split-half ceiling) of each valuation method, or
+    with --shapley their provider credit against exact provider Shapley values."""
     from flows.eval_cmd import run_eval_cli
 
-    run_eval_cli(task, subsets, seeds, alpha, workers, cache_dir, method, out)
+    run_eval_cli(task, subsets, seeds, alpha, workers, cache_dir, method, out, shapley=shapley)
 
 
 def register(app: typer.Typer) -> None:

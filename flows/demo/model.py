@@ -1,11 +1,16 @@
 """The demo model recipe: a tokenizer trained on the corpus and a small GPT-2 trained on CPU.
 
 Checkpoints of one lineage are saved along the way as Hugging Face model directories (weights,
-config and tokenizer), so `dataworth checkpoint add DIR` takes them as they are.
+config and tokenizer), so `dataworth checkpoint add DIR` takes them as they are. Like Hugging Face
+Trainer, each also carries the training state: ``optimizer.pt`` (the AdamW ``state_dict``, with
+the parameter names recorded; loadable with ``weights_only=True``) and ``trainer_state.json``
+(``global_step`` and a ``log_history`` with the learning rate and loss of every step), which the
+platform reads for optimizer-scaled gradients and learning-rate checkpoint weights.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Callable
@@ -31,6 +36,20 @@ class TrainArguments:
     lr: float = 3e-3
     checkpoints: int = 3  # saved at evenly spaced steps, the last at the end
     seed: int = 0
+    save_training_state: bool = True  # optimizer.pt and trainer_state.json beside the weights
+
+
+def save_training_state(path: Path, model, optimizer: torch.optim.Optimizer, log_history: list[dict]) -> None:
+    """Hugging Face Trainer's two files in checkpoint ``path``: ``optimizer.pt`` (with each group's
+    ``param_names``, so a reader maps state to parameters without guessing the order) and
+    ``trainer_state.json`` (``global_step``, ``log_history``)."""
+    state = optimizer.state_dict()
+    names = [n for n, _ in model.named_parameters()]
+    for group in state["param_groups"]:
+        group["param_names"] = [names[i] for i in group["params"]]
+    torch.save(state, Path(path) / "optimizer.pt")
+    blob = {"global_step": len(log_history), "log_history": list(log_history)}
+    (Path(path) / "trainer_state.json").write_text(json.dumps(blob))
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -86,7 +105,7 @@ def train_demo_model(
     save_at = {round(total * (i + 1) / args.checkpoints) for i in range(args.checkpoints)}
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=total, pct_start=0.1)
-    saved, step = [], 0
+    saved, step, log_history = [], 0, []
     model.train()
     for _ in range(args.epochs):
         order = list(range(len(sequences)))
@@ -100,14 +119,17 @@ def train_demo_model(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            sched.step()
             step += 1
+            log_history.append({"step": step, "learning_rate": opt.param_groups[0]["lr"], "loss": loss.item()})
+            sched.step()
             if progress is not None:
                 progress(step, total, loss.item())
             if step in save_at:
                 path = Path(out_dir) / f"step-{step:05d}"
                 model.save_pretrained(path)
                 tokenizer.save_pretrained(path)
+                if args.save_training_state:
+                    save_training_state(path, model, opt, log_history)
                 saved.append(path)
     model.eval()
     return saved

@@ -1,15 +1,15 @@
-"""The demo recipe run with Hugging Face-style checkpoints: optimizer.pt and trainer_state.json
+"""The demo recipe saves Hugging Face-style checkpoints: optimizer.pt and trainer_state.json
 are read back by the optimizer lever and the trajectory weights."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 from transformers import GPT2LMHeadModel
 
-from benchmarks.accuracy.levers_lm import hf_style_checkpoints
 from flows.demo.model import TrainArguments, train_demo_model
 from valuation import LoGra, LoGraConfig
 from valuation.combine import checkpoint_weights
@@ -19,9 +19,8 @@ from valuation.optimizer import load_hf_optimizer_state
 def test_saved_optimizer_state_and_learning_rates_round_trip(tmp_path):
     texts = [f"document {i} says the lamp is {c}." for i, c in enumerate(["red", "blue", "green", "gold"] * 3)]
     recipe = TrainArguments(vocab_size=300, n_layer=1, n_embd=16, n_head=2, max_length=32, epochs=3, batch_size=4)
-    with hf_style_checkpoints():
-        paths = train_demo_model(texts, tmp_path, recipe)
-    assert torch.optim.AdamW.__name__ == "AdamW"  # restored
+    paths = train_demo_model(texts, tmp_path, recipe)
+    assert torch.optim.AdamW.__name__ == "AdamW"  # nothing patched
     assert len(paths) == 3 and all((p / "optimizer.pt").exists() for p in paths)
     model = GPT2LMHeadModel.from_pretrained(paths[-1])
     moments = load_hf_optimizer_state(model, paths[-1])
@@ -40,3 +39,10 @@ def test_saved_optimizer_state_and_learning_rates_round_trip(tmp_path):
     assert checkpoint_weights(paths[-1] / "trainer_state.json", ck_steps) == pytest.approx(
         [w / sum(want) for w in want], rel=1e-12
     )
+
+
+def test_the_training_state_can_be_left_out(tmp_path):
+    texts = [f"document {i} says the lamp is {c}." for i, c in enumerate(["red", "blue"] * 3)]
+    recipe = TrainArguments(vocab_size=300, n_layer=1, n_embd=16, n_head=2, max_length=32, epochs=1, batch_size=4)
+    [path] = train_demo_model(texts, tmp_path, replace(recipe, checkpoints=1, save_training_state=False))
+    assert not (path / "optimizer.pt").exists() and not (path / "trainer_state.json").exists()

@@ -95,15 +95,21 @@ def test_agreement_metrics_on_hand_built_credit():
     assert rata.tolist() == [[3.0, 2.0, 3.0, 1.0]] * 2
 
 
-def test_evaluate_provider_shapley_on_an_additive_task(tmp_path):
-    own = torch.tensor([[2.0, 0.5, 0.1, 0.0], [0.0, 0.0, 1.0, 3.0]], dtype=torch.float64)
+OWN = torch.tensor([[2.0, 0.5, 0.1, 0.0], [0.0, 0.0, 1.0, 3.0]], dtype=torch.float64)
+
+
+def additive_task() -> EvalTask:
+    """Each provider adds its own contribution to each query (Shapley = that contribution); also
+    ``dataworth eval tests.valuation.test_shapley:additive_task --shapley``."""
+    own = OWN
 
     def score_methods(names=None):
         # "oracle" gives each example its provider's own contribution; "flat" credits pro rata.
         oracle = own[:, GROUPS] / torch.bincount(GROUPS, minlength=P)[GROUPS]
-        return {"oracle": oracle, "flat": torch.ones(2, len(GROUPS), dtype=torch.float64)}
+        every = {"oracle": oracle, "flat": torch.ones(2, len(GROUPS), dtype=torch.float64)}
+        return {k: v for k, v in every.items() if not names or k in names}
 
-    task = EvalTask(
+    return EvalTask(
         name="additive",
         n_train=len(GROUPS),
         train_fn=lambda mask, seed: mask,
@@ -111,6 +117,10 @@ def test_evaluate_provider_shapley_on_an_additive_task(tmp_path):
         score_methods=score_methods,
         providers=GROUPS,
     )
+
+
+def test_evaluate_provider_shapley_on_an_additive_task(tmp_path):
+    own, task = OWN, additive_task()
     report = evaluate_provider_shapley(task, ShapleyArguments(seeds=1, cache_dir=tmp_path))
     assert report["providers"] == P
     torch.testing.assert_close(torch.tensor(report["shapley"], dtype=torch.float64), own, rtol=1e-12, atol=1e-12)
@@ -120,3 +130,25 @@ def test_evaluate_provider_shapley_on_an_additive_task(tmp_path):
     assert flat == pytest.approx(report["pro-rata"]["all"]["l1"]["mean"]) and flat > 0.5
     with pytest.raises(ValueError, match="no providers"):
         evaluate_provider_shapley(replace(task, providers=None), ShapleyArguments(seeds=1))
+
+
+def test_the_eval_command_reports_provider_shapley(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from flows.cli.root import app  # the real CLI
+
+    out = tmp_path / "shapley.json"
+    args = ["eval", "tests.valuation.test_shapley:additive_task", "--shapley", "--seeds", "1"]
+    result = CliRunner().invoke(app, [*args, "--cache-dir", str(tmp_path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Provider Shapley agreement" in result.output and "pro-rata" in result.output
+    report = json.loads(out.read_text())
+    direct = evaluate_provider_shapley(additive_task(), ShapleyArguments(seeds=1, cache_dir=tmp_path))
+    assert report["shapley"] == direct["shapley"] and report["methods"] == direct["methods"]
+    assert report["methods"]["oracle"]["topk_share"]["all"]["top1"]["mean"] == 1.0
+    only = CliRunner().invoke(app, [*args, "--cache-dir", str(tmp_path), "--method", "flat"])
+    assert only.exit_code == 0 and "oracle" not in only.output
+    bad = CliRunner().invoke(app, ["eval", "tests.valuation.test_evaluate:linear_task", "--shapley"])
+    assert bad.exit_code != 0 and "has no providers" in str(bad.exception)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from valuation.evaluate import tail_patch, tail_patch_check
+from valuation.evaluate import TailPatcher, tail_patch, tail_patch_check
 
 X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, -1.0]], dtype=torch.float64)
 Y = torch.tensor([1.0, -1.0, 0.5, 3.0], dtype=torch.float64)
@@ -54,3 +54,11 @@ def test_tail_patch_check_compares_top_k_with_seeded_random_k():
         assert float(res.random[q]) == pytest.approx(float(explicit(drawn, 0.05)[q]), rel=1e-12)
     summary = res.summary()
     assert summary["queries"] == 2 and summary["margin"] == pytest.approx(float(res.margin.mean()))
+
+
+def test_one_patcher_takes_independent_steps_from_the_same_weights():
+    m = model()
+    patcher = TailPatcher(m, loss_fn, lr=0.05)
+    for idx in ([0, 2], [1], [0, 2], [3, 1, 0]):  # each step starts again from W0
+        torch.testing.assert_close(patcher.delta(idx, measure), explicit(idx, 0.05), rtol=1e-12, atol=1e-12)
+    assert torch.equal(m.weight.detach()[0], W0)
