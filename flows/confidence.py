@@ -33,12 +33,8 @@ def _example_ids(ctx: CheckpointContext) -> list[str]:
 
 
 def _input_ids(ctx: CheckpointContext, wanted: set[str]) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for rb in ctx.app.corpus.iter_examples(ctx.tokenizer_key, ctx.corpus_version, columns=["example_id", "input_ids"]):
-        for e, ids in zip(rb.column("example_id").to_pylist(), rb.column("input_ids").to_pylist(), strict=True):
-            if e in wanted:
-                out[e] = ids
-    return out
+    t = ctx.app.corpus.examples_of(ctx.tokenizer_key, ctx.corpus_version, sorted(wanted), ["example_id", "input_ids"])
+    return dict(zip(t.column("example_id").to_pylist(), t.column("input_ids").to_pylist(), strict=True))
 
 
 def tail_patch_confidence(

@@ -322,6 +322,13 @@ class CorpusStore:
         scanner = self.examples(key).to_lance().scanner(columns=columns, filter=flt, batch_size=batch_size)
         yield from scanner.to_batches()
 
+    def examples_of(self, key: str, version: int, example_ids: list[str], columns: list[str]) -> pa.Table:
+        """The given examples of corpus ``version`` (a filtered read, not a scan of every example)."""
+        if not example_ids:
+            return pa.table({c: [] for c in columns})
+        flt = f"example_id IN {sql_list(sorted(set(example_ids)))} AND {self._visible(version)}"
+        return self.examples(key).to_lance().to_table(columns=columns, filter=flt)
+
     def num_examples(self, key: str, version: int) -> int:
         return self.examples(key).count_rows(self._visible(version))
 
