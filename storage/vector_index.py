@@ -63,9 +63,11 @@ class IndexArguments:
     kmeans_sample: int = 32768
     kmeans_iters: int = 10
     pq_sample: int = 8192
-    # Measured at 1e5 x 4096 (98 lists): recall@10 0.94 at 20 lists, 0.97 at 40 (benchmarks/RESULTS.md).
+    # Measured (benchmarks/RESULTS.md): at 1e5 x 4096 (98 lists) recall@10 0.94 at 20 lists, 0.97 at
+    # 40 with refine 10; at 1e6 (244 lists) refine limits it: 0.80 at refine 10, 0.87 at 20, 0.91 at
+    # 40 (40 lists; 43 s for 256 queries against a 650 s scan).
     nprobes: int = 40
-    refine_factor: int = 10
+    refine_factor: int = 40
     min_rows: int = 200_000
     seed: int = 0
 
