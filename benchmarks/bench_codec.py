@@ -42,6 +42,20 @@ def round_trip(g: torch.Tensor, dtype: str) -> torch.Tensor:
     return decode(stored, dtype, None if scale is None else torch.from_numpy(scale)).double()
 
 
+def digits_gradients(n_query: int):
+    """The digits suite's MLP trained on 1,000 digits, LoGra PCA k = 16 over it: ``(xtr, ytr, xq,
+    yq, logra, train vectors, query vectors, preconditioner at damping ratio 0.1)``."""
+    xtr, ytr, xq, yq = load(1000, n_query)
+    model = train(xtr, ytr, torch.ones(1000, dtype=torch.bool), 0)
+    logra = LoGra(model, LoGraConfig(k_in=16, k_out=16, init="pca", include=("",), seed=0))
+    logra.fit([(xtr, ytr)], loss_fn=loss_fn)
+    g = logra.gradients((xtr, ytr), loss_fn=loss_fn).float()
+    q = logra.gradients((xq, yq), loss_fn=loss_fn).float()
+    fisher = ProjectedFisher(logra.layout)
+    fisher.update(g.double())
+    return xtr, ytr, xq, yq, logra, g, q, fisher.preconditioner(0.1)
+
+
 def disk_bytes(rows: int, dim: int, dtype: str) -> float:
     root = OUT / f"disk_{dtype}"
     shutil.rmtree(root, ignore_errors=True)
@@ -65,15 +79,7 @@ def main() -> None:
     ap.add_argument("--disk-rows", type=int, default=20000)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    xtr, ytr, xq, yq = load(1000, 50)
-    model = train(xtr, ytr, torch.ones(1000, dtype=torch.bool), 0)
-    logra = LoGra(model, LoGraConfig(k_in=16, k_out=16, init="pca", include=("",), seed=0))
-    logra.fit([(xtr, ytr)], loss_fn=loss_fn)
-    g = logra.gradients((xtr, ytr), loss_fn=loss_fn).float()
-    q = logra.gradients((xq, yq), loss_fn=loss_fn).float()
-    fisher = ProjectedFisher(logra.layout)
-    fisher.update(g.double())
-    pre = fisher.preconditioner(0.1)
+    xtr, ytr, xq, yq, _, g, q, pre = digits_gradients(50)
     q_pre = pre(q.double())
     gt = None
     if args.subsets:  # --subsets 0: no retraining, agreement with float32 only

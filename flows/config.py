@@ -86,7 +86,7 @@ class LogArguments:
     max_length: int = 96
     batch_size: int = 16
     num_shards: int = 4
-    dtype: str = "float32"
+    dtype: str = "float16"
     chunk_rows: int = 8192
     # "local": shards one after another in the flow's process; "pool": one run of
     # ``shard_deployment`` per shard on whichever worker polls the work pool

@@ -31,6 +31,7 @@ from valuation.scoring import _EPS, MODES
 
 FAMILY = {"if": "raw", "relatif": "unit", "cosine": "unit"}
 META_KEY = "dataworth.index"
+RERANK_BLOCK = 8192  # candidates re-scored per float64 block
 
 
 class VectorIndexError(DataworthError, RuntimeError):
@@ -62,9 +63,11 @@ class IndexArguments:
     kmeans_sample: int = 32768
     kmeans_iters: int = 10
     pq_sample: int = 8192
-    # Measured at 1e5 x 4096 (98 lists): recall@10 0.94 at 20 lists, 0.97 at 40 (benchmarks/RESULTS.md).
+    # Measured (benchmarks/RESULTS.md): at 1e5 x 4096 (98 lists) recall@10 0.94 at 20 lists, 0.97 at
+    # 40 with refine 10; at 1e6 (244 lists) refine limits it: 0.80 at refine 10, 0.87 at 20, 0.91 at
+    # 40 (40 lists; 43 s for 256 queries against a 650 s scan).
     nprobes: int = 40
-    refine_factor: int = 10
+    refine_factor: int = 40
     min_rows: int = 200_000
     seed: int = 0
 
@@ -372,11 +375,15 @@ def _indexed_topk(table, queries_pre, k, mode, query_self, version, info, args) 
     else:
         rows, train_self = found, None
     vec = rows.column("vector").combine_chunks()
-    flat = vec.values.to_numpy(zero_copy_only=False)
-    g = torch.from_numpy(flat.astype(np.float64).reshape(-1, table.dim))
+    flat = vec.values.to_numpy(zero_copy_only=False).reshape(-1, table.dim)
     q = queries_pre.double().cpu()
     qidx_t = torch.from_numpy(qidx.astype(np.int64))
-    scores = (q[qidx_t] * g).sum(1)
+    # Exact float64 scores a block of candidates at a time: the whole (candidates, dim) float64
+    # product of a 256-query batch with refine 80 at 4,096 dims is 27 GB (measured: OOM at 10^6).
+    scores = torch.empty(len(qidx_t), dtype=torch.float64)
+    for s in range(0, len(qidx_t), RERANK_BLOCK):
+        g = torch.from_numpy(flat[s : s + RERANK_BLOCK].astype(np.float64))
+        scores[s : s + RERANK_BLOCK] = (q[qidx_t[s : s + RERANK_BLOCK]] * g).sum(1)
     if train_self is not None:
         scores = scores / train_self.clamp_min(_EPS).sqrt()
     if mode == "cosine":

@@ -30,7 +30,10 @@ def test_aggregate_sums_and_topk_equal_the_scan(settings, world, mode):
     assert fast.topk_method.startswith("aggregates+") and scan.topk_method == "exact"
     # The scan multiplies in float32 (its sums accumulate in float64); the aggregates are float64 all
     # through: they agree to float32 rounding here, and to 1e-9 in float64 (tests/valuation/test_aggregate.py).
-    torch.testing.assert_close(fast.group_sums, scan.group_sums, rtol=1e-5, atol=1e-6)
+    # A float32 sum's rounding scales with its terms, not its result: a provider whose scores cancel
+    # is held to the scale of the whole table of sums.
+    scale = float(scan.group_sums.abs().max())
+    torch.testing.assert_close(fast.group_sums, scan.group_sums, rtol=1e-5, atol=1e-5 * scale)
     assert fast.examples == scan.examples
     for a, b in zip(fast.topk, scan.topk, strict=True):
         assert [e for e, *_ in a] == [e for e, *_ in b]
