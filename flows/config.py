@@ -116,15 +116,11 @@ class ScoreArguments:
     checkpoint_combine: str = "normalised"
     # BM25 top-k per query stored beside the influence top-k as lexical evidence (0: off); never credited
     lexical_topk: int = 10
-    # How the checkpoints of a set are weighted (after normalisation): "lr" by the learning rate
-    # summed over the training segment each ends (from trainer_state.json; refused without it),
-    # "uniform" 1 each, "auto" lr when every checkpoint of the set carries it, else uniform.
-    # Explicit weights (`value --weights`) win.
+    # Checkpoint weights after normalisation: "lr" = learning rate summed over the segment each
+    # ends (trainer_state.json), "uniform", "auto" = lr when all carry it; `value --weights` wins
     checkpoint_weights: str = "auto"
-    # A confidence figure per credited query, stored with the run: "tail-patch" = change of the
-    # query's response log-probability after one SGD step (lr tail_patch_lr, summed loss) on its
-    # credited top-k examples minus that after the same step on topk random examples (seeded),
-    # on the final checkpoint of the set; "off".
+    # Per credited query, stored with the run (flows/confidence.py): "tail-patch" = Δ log p(response)
+    # after one SGD step on its top-k minus that on as many random examples (seeded); "off"
     confidence: str = "tail-patch"
     tail_patch_lr: float = 1e-4
 

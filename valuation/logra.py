@@ -30,7 +30,7 @@ def top_eigenvectors(cov: torch.Tensor, k: int) -> torch.Tensor:
     """Rows = the ``k`` eigenvectors of the symmetric ``cov`` with the largest eigenvalues.
 
     Signs are fixed (largest-magnitude entry positive) so that the result is reproducible. Large
-    matrices try block subspace iteration first (:func:`_subspace_top`): it returns only when every
+    matrices try block subspace iteration first (:func:`subspace_top_eigenvectors`): it returns only when every
     Ritz pair's residual is below ``1e-10 · λ_max``, i.e. the eigenvectors ``eigh`` gives to that
     precision, and otherwise falls back to the full ``eigh``. A full ``eigh`` of a 1024 × 1024
     covariance costs 0.3-7 s here (MKL's threads stall on a busy machine), the iteration ~0.1 s.
@@ -38,7 +38,7 @@ def top_eigenvectors(cov: torch.Tensor, k: int) -> torch.Tensor:
     cov = cov.double()
     top = None
     if cov.shape[0] >= SUBSPACE_MIN_DIM and cov.shape[0] >= 4 * k:
-        top = _subspace_top(cov, k)
+        top = subspace_top_eigenvectors(cov, k)
     if top is None:
         _, vecs = torch.linalg.eigh(cov)
         top = vecs[:, -k:].flip(1).T.contiguous()  # (k, n), descending eigenvalue
@@ -50,7 +50,9 @@ def top_eigenvectors(cov: torch.Tensor, k: int) -> torch.Tensor:
 SUBSPACE_MIN_DIM = 512  # below it a full eigh is already cheap
 
 
-def _subspace_top(cov: torch.Tensor, k: int, tol: float = 1e-10, max_iter: int = 150) -> torch.Tensor | None:
+def subspace_top_eigenvectors(
+    cov: torch.Tensor, k: int, tol: float = 1e-10, max_iter: int = 150
+) -> torch.Tensor | None:
     """``(k, n)`` top eigenvectors by block subspace iteration with Rayleigh-Ritz, or None when
     they do not converge (a spectrum without a gap after the k-th eigenvalue: eigh decides)."""
     n = cov.shape[0]

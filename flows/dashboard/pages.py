@@ -8,114 +8,16 @@ the ledger is a Dash text child or a table cell, which the browser shows as text
 from __future__ import annotations
 
 import json
-from urllib.parse import urlencode
 
-from dash import MATCH, Input, Output, State, callback, dcc, html
+from dash import dcc, html
 
-from flows.dashboard import queries
+from flows.dashboard import loaders, queries  # loaders: registering them is importing them
+from flows.dashboard.blocks import figures, href, problem, trend
 from flows.dashboard.cells import cell
-from flows.dashboard.charts import credit_figure
-from flows.dashboard.tables import engine, link, loader, paged_table, static_table
+from flows.dashboard.tables import engine, link, paged_table, static_table
 from ledger import LedgerError, query_receipt
 
 TOP_PROVIDERS_CHARTED = 10
-
-
-# ---- loaders of the paginated tables -------------------------------------------------------------
-
-
-@loader("providers")
-def _providers(eng, args, offset, limit):
-    rows = queries.providers(eng, offset, limit)
-    return [r | {"open": link("open", "/provider", id=r["provider_id"])} for r in rows]
-
-
-@loader("top_documents")
-def _top_documents(eng, args, offset, limit):
-    return queries.top_documents(eng, args["provider_id"], offset, limit)
-
-
-@loader("paying_queries")
-def _paying_queries(eng, args, offset, limit):
-    rows = queries.paying_queries(eng, args["provider_id"], offset, limit)
-    status = queries.run_status(eng, [r["run_id"] for r in rows])
-    return [
-        r | {"run_status": status[r["run_id"]], "receipt": link("receipt", "/query", id=r["query_id"], run=r["run_id"])}
-        for r in rows
-    ]
-
-
-@loader("statement")
-def _statement(eng, args, offset, limit):
-    from ledger import statement
-
-    return [line.__dict__ for line in statement(eng, args["provider_id"], limit=limit, offset=offset).lines]
-
-
-@loader("runs")
-def _runs(eng, args, offset, limit):
-    rows = queries.run_health(eng, offset, limit)
-    return [r | {"open": link("open", "/run", id=r["run_id"])} for r in rows]
-
-
-@loader("run_queries")
-def _run_queries(eng, args, offset, limit):
-    rows = queries.run_queries(eng, args["run_id"], offset, limit)
-    return [r | {"receipt": link("receipt", "/query", id=r["query_id"], run=r["run_id"])} for r in rows]
-
-
-# ---- building blocks -----------------------------------------------------------------------------
-
-
-def figures(pairs: list[tuple[str, object]]) -> html.Div:
-    """A row of labelled figures (label, value)."""
-    return html.Div(
-        [
-            html.Div([html.Div(label, className="fig-label"), html.Div(str(cell(v)), className="fig-value")])
-            for label, v in pairs
-        ],
-        className="figures",
-    )
-
-
-def trend(scope: dict) -> html.Div:
-    """Credit over time with a day/week/month selector; ``scope``: ``{"provider_id"}`` or ``{"provider_ids"}``."""
-    key = json.dumps(scope, sort_keys=True)
-    return html.Div(
-        [
-            dcc.RadioItems(
-                id={"type": "window", "scope": key},
-                options=[{"label": w, "value": w} for w in queries.WINDOWS],
-                value="day",
-                inline=True,
-                className="windows",
-            ),
-            dcc.Graph(id={"type": "trend", "scope": key}, figure=_figure(scope, "day"), config={"displaylogo": False}),
-        ]
-    )
-
-
-@callback(
-    Output({"type": "trend", "scope": MATCH}, "figure"),
-    Input({"type": "window", "scope": MATCH}, "value"),
-    State({"type": "window", "scope": MATCH}, "id"),
-    prevent_initial_call=True,  # the layout draws the daily chart
-)
-def _trend_figure(window: str, radio_id: dict):
-    return _figure(json.loads(radio_id["scope"]), window)
-
-
-def _figure(scope: dict, window: str):
-    ids = scope["provider_ids"] if "provider_ids" in scope else [scope["provider_id"]]
-    return credit_figure(queries.credit_series(engine(), window, ids), window)
-
-
-def problem(message: str) -> html.Div:
-    return html.Div([html.H2("Not found"), html.P(message, className="problem")])
-
-
-def href(path: str, **params: str) -> str:
-    return f"{path}?{urlencode(params)}"
 
 
 # ---- pages ---------------------------------------------------------------------------------------
@@ -124,7 +26,7 @@ def href(path: str, **params: str) -> str:
 def providers_layout(**_):
     eng = engine()
     total = queries.count(eng, "v_provider")  # the summary's rows, without its aggregates
-    first = _providers(eng, {}, 0, queries.PAGE_SIZE)
+    first = loaders.providers_rows(eng, {}, 0, queries.PAGE_SIZE)
     top = [r["provider_id"] for r in first[:TOP_PROVIDERS_CHARTED]]
     columns = ["provider_id", "name", "status", "credit_total", "credit_30d", "credit_7d", "queries_paid", "runs"]
     return html.Div(

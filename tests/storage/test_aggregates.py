@@ -114,14 +114,14 @@ def test_positive_sum_bounds_hold(grad_table, mode):
 def test_one_row_documents_are_read_from_the_table_not_stored_again(grad_table):
     from collections import Counter
 
-    from storage.aggregates import _open
+    from storage.aggregates import aggregate_table_name
 
     table, pre, _, docs, _, _, _ = grad_table
     singles = {d for d, n in Counter(docs).items() if n == 1}
     assert singles and len(singles) < len(set(docs))  # the fixture has both kinds
     info = build_aggregates(table, pre, 0.1, levels=("provider", "document"), chunk_rows=5)
     assert info.single_row_documents_in_table
-    _, ds = _open(table, info.version)
+    ds = table.store.db.open_table(aggregate_table_name(table)).to_lance().checkout_version(info.version)
     stored = set(ds.to_table(filter="level = 'document'").column("key").to_pylist())
     assert stored == set(docs) - singles
     agg = load_aggregates(table, 0.1, table.version, level="document", modes=("relatif",))

@@ -199,7 +199,7 @@ def test_capture_is_safe_under_bf16_autocast():
 def test_top_eigenvectors_of_a_large_matrix_equal_the_full_eigh(spectrum):
     # 1024 dims take the subspace-iteration path; a flat spectrum (no gap after the 16th
     # eigenvalue) does not converge there and must fall back to the full eigh.
-    from valuation.logra import _subspace_top, top_eigenvectors
+    from valuation.logra import subspace_top_eigenvectors, top_eigenvectors
 
     gen = torch.Generator().manual_seed(3)
     n, k = 1024, 16
@@ -210,7 +210,7 @@ def test_top_eigenvectors_of_a_large_matrix_equal_the_full_eigh(spectrum):
         else 1 + 1e-3 * torch.rand(n, generator=gen, dtype=torch.float64)
     )
     cov = (q * lam) @ q.T
-    assert (_subspace_top(cov, k) is None) == (spectrum == "flat")
+    assert (subspace_top_eigenvectors(cov, k) is None) == (spectrum == "flat")
     _, vecs = torch.linalg.eigh(cov)
     ref = vecs[:, -k:].flip(1).T
     got = top_eigenvectors(cov, k)
