@@ -81,7 +81,9 @@ def test_adam_state_turns_optimizer_scaling_on_and_keys_the_table_apart(settings
         for r in rb.to_pylist()
     }
     want = logra.gradients(pad_batch([rows[chunk.example_ids[0]]], tok.pad_token_id))
-    torch.testing.assert_close(chunk.vectors[0:1].float(), want.float(), rtol=1e-4, atol=1e-6)
+    # Stored in the table's dtype (float16 by default): equal to its rounding, ~5e-4 relative.
+    tol = 1e-3 if app.settings.dtype == "float16" else 1e-5
+    torch.testing.assert_close(chunk.vectors[0:1].float(), want.float(), rtol=tol, atol=tol * float(want.abs().max()))
 
     off = CheckpointContext(App.of(settings.replace(optimizer_scaling="off")), with_state.checkpoint_id)
     assert not off.optimizer_scaling and "optimizer_scaling" not in off.config and off.key != with_state.key
