@@ -205,7 +205,7 @@ def valuation_cycle(
     credits. A lineage without a finalized checkpoint keeps its queries pending (``query list``
     says why) and never blocks the others."""
     from flows.credit import reconcile
-    from flows.valuate import finalized
+    from flows.valuate import finalized, why_waiting
 
     app = app_of(settings)
     logger = get_run_logger()
@@ -216,7 +216,7 @@ def valuation_cycle(
     lineages = [lineage] if lineage else app.queries.pending_lineages()
     for name in lineages:
         if not finalized(app, name):
-            logger.info("lineage %r has no finalized checkpoint: its queries stay pending", name)
+            logger.info("its queries stay pending: %s", why_waiting(app, name))
             continue
         valuation = value_queries(settings, name, checkpoints, weights)
         if valuation is None:

@@ -47,14 +47,14 @@ def valuation_cycle(
     """Every lineage with pending queries (or one): value, then post. Lineages without a finalized
     checkpoint wait; they never block the others."""
     from flows.credit import post_credits, reconcile
-    from flows.valuate import checkpoint_set, finalized, value_lineage
+    from flows.valuate import checkpoint_set, finalized, value_lineage, why_waiting
 
     if app.pending_query_count() == 0:  # nothing to value, nor to reconcile (it reads pending queries)
         return CycleResult()
     out = CycleResult(reconciled=reconcile(app))
     for name in [lineage] if lineage else app.queries.pending_lineages():
         if not finalized(app, name):
-            out.waiting[name] = f"lineage {name!r} has no finalized checkpoint"
+            out.waiting[name] = why_waiting(app, name)
             continue
         queries = app.queries.pending(name).to_pylist()
         if not queries:

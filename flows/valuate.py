@@ -32,6 +32,21 @@ def finalized(app: App, lineage: str | None = None) -> list[CheckpointContext]:
     return out
 
 
+def why_waiting(app: App, lineage: str) -> str:
+    """Why a lineage has no finalized checkpoint: none registered, one logged under other settings
+    (named), or its logging not finished."""
+    rows = sorted(
+        (c for c in app.checkpoints() if c.lineage == lineage), key=lambda c: (c.step is None, c.step, c.registered_at)
+    )
+    if not rows:
+        return f"lineage {lineage!r} has no checkpoint: run `dataworth checkpoint add DIR --lineage {lineage}`"
+    ctx = CheckpointContext(app, rows[-1].checkpoint_id)
+    ctx.row = rows[-1]
+    if not ctx.has_table():
+        return ctx.not_logged_why()
+    return f"lineage {lineage!r} has no finalized checkpoint: its logging is not finished (run `checkpoint add` again)"
+
+
 def checkpoint_set(app: App, lineage: str, which: str | list[str] = "all") -> list[CheckpointContext]:
     """A lineage's finalized checkpoints: ``all``, ``latest``, the last ``N``, or ids (prefixes)."""
     line = finalized(app, lineage)

@@ -146,6 +146,11 @@ class GradientStore:
             tbl = open_or_create(self.db, name, gradient_schema(dim, dtype, metadata), VECTOR_FILE_FORMAT)
         return GradientTable(self, name, tbl)
 
+    def tables_of(self, checkpoint: str) -> list[GradientTable]:
+        """Every table of ``checkpoint`` (one per configuration it was logged with)."""
+        prefix = f"grad_{checkpoint[:16]}_"
+        return [GradientTable(self, n, self.db.open_table(n)) for n in self.tables() if n.startswith(prefix)]
+
     def tables(self) -> list[str]:
         names, token = [], None
         while True:

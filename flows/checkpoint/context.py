@@ -147,7 +147,7 @@ class CheckpointContext:
                 self.row.checkpoint_id, self.key, layout, s.dtype, self.config | {"num_shards": s.num_shards}
             )
         except KeyError as exc:
-            raise NotReadyError(f"checkpoint {self.checkpoint_id[:16]}: no gradients logged yet") from exc
+            raise NotReadyError(self.not_logged_why()) from exc
         logged_with = table.config.get("num_shards", s.num_shards)
         if logged_with != s.num_shards:
             raise ConfigurationError(
@@ -155,6 +155,26 @@ class CheckpointContext:
                 f"{logged_with}; this run asks for num_shards = {s.num_shards} (set it back to {logged_with})"
             )
         return table
+
+    def not_logged_why(self) -> str:
+        """No table under these settings: name the settings its other tables were logged with."""
+        ck = self.checkpoint_id[:16]
+        # compared as stored (JSON: tuples come back as lists)
+        want = json.loads(json.dumps(self.config | {"num_shards": self.app.settings.num_shards}, default=list))
+        others = self.app.gradients.tables_of(self.row.checkpoint_id)
+        if not others:
+            return f"checkpoint {ck}: no gradients logged yet"
+        diffs = []
+        for t in others:
+            keys = sorted(set(want) | set(t.config))
+            old = t.config
+            changed = [f"{k} = {old.get(k)!r} (now {want.get(k)!r})" for k in keys if old.get(k) != want.get(k)]
+            diffs.append(", ".join(changed) or "the same settings (an unfinished log)")
+        return (
+            f"checkpoint {ck}: no gradients logged with the current settings; it was logged with "
+            f"{'; or '.join(diffs)}. Set them back in dataworth.toml, or run `dataworth checkpoint add "
+            f"{self.model_dir}` to log it again with the current settings"
+        )
 
     def has_table(self) -> bool:
         try:

@@ -70,18 +70,17 @@ def query_list(
 ) -> None:
     """Queued queries with their status, run and, for those waiting, why."""
     require_home()
-    from flows.valuate import finalized
+    from flows.valuate import finalized, why_waiting
 
     app = get_app()
     rows = app.queries.with_status(status).to_pylist()
-    ready = {}
+    waiting: dict[str, str | None] = {}
     for r in rows:
         if r["status"] == "pending" and r["reason"] is None:
             lineage = r["lineage"]
-            if lineage not in ready:
-                ready[lineage] = bool(finalized(app, lineage))
-            if not ready[lineage]:
-                r["reason"] = f"lineage {lineage!r} has no finalized checkpoint yet"
+            if lineage not in waiting:
+                waiting[lineage] = None if finalized(app, lineage) else why_waiting(app, lineage)
+            r["reason"] = waiting[lineage]
     columns = ["query_id", "lineage", "value", "status", "run_id", "reason"]
     print_rows(sorted(rows, key=lambda r: r["query_id"]), columns, fmt, "Queries")
 

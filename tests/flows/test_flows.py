@@ -300,6 +300,24 @@ def test_changing_num_shards_is_refused_and_never_doubles_rows(settings, world):
     assert sorted(table_ids(settings, ids[0])) == sorted(before) and len(before) == len(set(before))
 
 
+def test_a_changed_setting_names_what_the_checkpoint_was_logged_with(settings, world):
+    from flows.errors import NotReadyError
+
+    ids = ingest_and_add(settings, world)
+    other = "float32" if settings.dtype == "float16" else "float16"
+    changed = ctx_of(settings.replace(dtype=other), ids[0])
+    assert not changed.has_table()
+    with pytest.raises(NotReadyError, match=f"logged with dtype = '{settings.dtype}' \\(now '{other}'\\)"):
+        changed.table()
+    # value under the changed setting keeps the queries pending and says why
+    from flows.pipeline import valuation_cycle
+
+    app = App.of(settings.replace(dtype=other))
+    app.queries.add_file(world["queries"], "tiny")
+    result = valuation_cycle(app)
+    assert not result.runs and f"dtype = '{settings.dtype}'" in result.waiting["tiny"]
+
+
 def test_a_run_reads_a_pinned_version_that_survives_optimize(settings, world):
     from datetime import timedelta
 
