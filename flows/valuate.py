@@ -19,31 +19,34 @@ def digest(items: list[str]) -> str:
     return hashlib.sha256("\n".join(items).encode()).hexdigest()[:20]
 
 
-def finalized(app: App, lineage: str | None = None) -> list[CheckpointContext]:
-    """Finalized checkpoints (of one lineage), in training order."""
-    rows = [c for c in app.checkpoints() if lineage is None or c.lineage == lineage]
-    rows.sort(key=lambda c: (c.step is None, c.step, c.registered_at))
+def in_training_order(app: App, lineage: str | None = None) -> list[CheckpointContext]:
+    """Registered checkpoints (of one lineage) in training order: by step, then registration."""
+    rows = sorted(
+        (c for c in app.checkpoints() if lineage is None or c.lineage == lineage),
+        key=lambda c: (c.step is None, c.step, c.registered_at),
+    )
     out = []
     for row in rows:
         ctx = CheckpointContext(app, row.checkpoint_id)
         ctx.row = row  # already read
-        if ctx.finalized:
-            out.append(ctx)
+        out.append(ctx)
     return out
+
+
+def finalized(app: App, lineage: str | None = None) -> list[CheckpointContext]:
+    """Finalized checkpoints (of one lineage), in training order."""
+    return [ctx for ctx in in_training_order(app, lineage) if ctx.finalized]
 
 
 def why_waiting(app: App, lineage: str) -> str:
     """Why a lineage has no finalized checkpoint: none registered, one logged under other settings
     (named), or its logging not finished."""
-    rows = sorted(
-        (c for c in app.checkpoints() if c.lineage == lineage), key=lambda c: (c.step is None, c.step, c.registered_at)
-    )
-    if not rows:
+    checkpoints = in_training_order(app, lineage)
+    if not checkpoints:
         return f"lineage {lineage!r} has no checkpoint: run `dataworth checkpoint add DIR --lineage {lineage}`"
-    ctx = CheckpointContext(app, rows[-1].checkpoint_id)
-    ctx.row = rows[-1]
-    if not ctx.has_table():
-        return ctx.not_logged_why()
+    latest = checkpoints[-1]
+    if not latest.has_table():
+        return latest.not_logged_why()
     return f"lineage {lineage!r} has no finalized checkpoint: its logging is not finished (run `checkpoint add` again)"
 
 

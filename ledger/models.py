@@ -8,8 +8,6 @@ from datetime import date as date_
 from sqlalchemy import BigInteger, CheckConstraint, Column, Date, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from ledger.units import MICROS  # noqa: F401  (re-exported: the ledger's precision)
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
