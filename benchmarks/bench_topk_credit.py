@@ -9,15 +9,19 @@ and once by the exact scan (``exact=True``), and both go through the ledger's ``
 (``flows.demo.run.top_provider_by_policy``); the headline is the fraction of queries whose most
 credited provider is the same. Index configurations:
 
-- ``default``: the platform's ``IndexArguments`` (lists of ~1,024 rows: a small table is one list, so
+- ``default``: the platform's ``IndexArguments`` (lists of ~4,096 rows: a small table is one list, so
   only PQ and the refine step can lose anything);
-- ``scaled``: as many lists as a table allows (rows / 16) and ``nprobes`` set to the fraction the
-  10⁶-row benchmark probes (40 of 244 lists, 16 %), so each query misses most of the table.
+- ``scaled``: as many lists as a table allows (rows / 16), the platform's share of them probed (a
+  third), so each query misses most of the table.
+
+Both answer every batch from the index (``max_candidate_fraction`` is lifted; the platform would
+scan batches this large relative to these tables).
 
 Demo: a home made by ``dataworth demo`` is copied (never modified), and each finalized checkpoint is
 indexed; besides the per-checkpoint comparison, the platform's ``value_lineage`` (aggregates + index
-fast path, ``checkpoint_combine = "sum"``) is run against the streamed scan on the whole checkpoint
-set in the home's mode. Digits: the accuracy suite's MLP and LoGra k = 16 (``benchmarks/accuracy``),
+fast path: the platform's ``checkpoint_combine = "normalised"``, the normaliser exact on tables
+this small) is run against the streamed scan on the whole checkpoint set in the home's mode.
+Digits: the accuracy suite's MLP and LoGra k = 16 (``benchmarks/accuracy``),
 1,000 train digits written to a gradient table with 100 providers of 10 random digits each.
 """
 
@@ -41,15 +45,15 @@ from storage import GradientStore
 from storage.vector_index import FAMILY, IndexArguments, build_index, topk
 
 OUT = Path(__file__).resolve().parent / "out" / "topk_credit"
-PROBED = 40 / 244  # fraction of lists the 10^6-row benchmark probes at its default nprobes
+EVERY_BATCH = {"min_rows": 0, "max_candidate_fraction": float("inf")}
 
 
 def configs(rows: int, dim: int, sv_div: int | None) -> dict[str, IndexArguments]:
     lists = max(2, rows // 16)
     sv = {"num_sub_vectors": dim // sv_div} if sv_div else {}
     return {
-        "default": IndexArguments(min_rows=0, **sv),
-        "scaled": IndexArguments(min_rows=0, num_partitions=lists, nprobes=max(1, round(PROBED * lists)), **sv),
+        "default": IndexArguments(**EVERY_BATCH, **sv),
+        "scaled": IndexArguments(**EVERY_BATCH, num_partitions=lists, **sv),
     }
 
 
@@ -86,7 +90,7 @@ def index_and_compare(table, q_pre, mode, query_self, providers, rows: int, sv_d
         info = build_index(table, args, modes=(mode,))[FAMILY[mode]]
         out[name] = {
             "lists": info["num_partitions"],
-            "nprobes": args.nprobes,
+            "nprobes": args.probes(info["num_partitions"]),
             **compare(table, q_pre, mode, query_self, providers, args),
         }
         print(json.dumps({"table": table.name, "mode": mode, "config": name, **out[name]}), flush=True)
@@ -131,7 +135,7 @@ def demo(home: Path, modes: tuple[str, ...], dtype: str) -> dict:
     qs = [json.loads(line) for line in (work / "assets" / "queries.jsonl").read_text().splitlines()]
     lineage = "demo"
     out: dict = {"queries": len(qs), "checkpoints": {}}
-    fast_app = App.of(base.replace(checkpoint_combine="sum", policy="topk_share"))
+    fast_app = App.of(base.replace(policy="topk_share", index_batch_fraction=1e9))
     contexts = checkpoint_set(fast_app, lineage)
     providers = provider_list(fast_app)
     # Unit-family indexes first: they leave the gradient table's version (and its aggregates) as is.
@@ -149,18 +153,20 @@ def demo(home: Path, modes: tuple[str, ...], dtype: str) -> dict:
             per[mode] = index_and_compare(table, q_pre, mode, q_self, providers, rows)
             if mode == base.mode:
                 # The platform's default index for the home's mode stays for value_lineage below.
-                build_index(table, IndexArguments(min_rows=0), modes=(mode,))
+                build_index(table, IndexArguments(**EVERY_BATCH), modes=(mode,))
         out["checkpoints"][ctx.row.checkpoint_id[:12]] = per
     # The whole set through the platform: fast path (aggregates + index) against the streamed scan.
     fast = value_lineage(fast_app, lineage, contexts, qs)
-    scan_app = App.of(base.replace(checkpoint_combine="sum", policy="positive_share"))
+    scan_app = App.of(base.replace(policy="positive_share"))
     scan = value_lineage(scan_app, lineage, checkpoint_set(scan_app, lineage), qs)
-    a = [top_provider_by_policy(r, providers) for r in fast.combined()]
-    b = [top_provider_by_policy(r, providers) for r in scan.combined()]
+    normalise = base.checkpoint_combine == "normalised"
+    a = [top_provider_by_policy(r, providers) for r in fast.combined(fast.weights, normalise)]
+    b = [top_provider_by_policy(r, providers) for r in scan.combined(scan.weights, normalise)]
     out["value_lineage"] = {
         "mode": base.mode,
         "methods": sorted({cs.topk_method for cs in fast.per_checkpoint}),
         "scan_methods": sorted({cs.topk_method for cs in scan.per_checkpoint}),
+        "normalisers": sorted({cs.normaliser for cs in fast.per_checkpoint}),
         "credit_top1_same": float(np.mean([x == y for x, y in zip(a, b, strict=True)])),
         "queries": len(a),
     }

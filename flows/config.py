@@ -15,6 +15,9 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from flows.checks import check as _check
+from flows.checks import number as _number
+from flows.checks import positive as _positive
 from ledger.policies import POLICIES
 from storage.objectstore import join
 from valuation.config import BLOCKS, MODES, LoGraConfig
@@ -26,16 +29,6 @@ DISPATCHES = ("local", "pool")
 OPTIMIZER_SCALINGS = ("auto", "on", "off")
 CHECKPOINT_WEIGHTS = ("auto", "uniform", "lr")
 CONFIDENCES = ("tail-patch", "off")
-
-
-def _check(value, allowed: tuple, name: str) -> None:
-    if value not in allowed:
-        raise ConfigurationError(f"unknown {name} {value!r}; choose one of {', '.join(map(str, allowed))}")
-
-
-def _positive(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -123,21 +116,21 @@ class ScoreArguments:
     # after one SGD step on its top-k minus that on as many random examples (seeded); "off"
     confidence: str = "tail-patch"
     tail_patch_lr: float = 1e-4
+    # An indexed table serves a batch from its index while queries × topk × refine ≤ this fraction
+    # of its rows; a larger batch streams the table once, which is faster (benchmarks/RESULTS.md)
+    index_batch_fraction: float = 0.05
 
     def __post_init__(self) -> None:
         _check(self.mode, MODES, "scoring mode")
+        _number("index_batch_fraction", self.index_batch_fraction, strict=False)
         _check(self.checkpoint_weights, CHECKPOINT_WEIGHTS, "checkpoint_weights")
         _check(self.confidence, CONFIDENCES, "confidence")
-        lr = self.tail_patch_lr
-        if isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0:
-            raise ConfigurationError(f"tail_patch_lr must be a number > 0, got {self.tail_patch_lr!r}")
-        if not isinstance(self.lexical_topk, int) or self.lexical_topk < 0:
-            raise ConfigurationError(f"lexical_topk must be an integer >= 0, got {self.lexical_topk!r}")
+        _number("tail_patch_lr", self.tail_patch_lr)
+        _positive("lexical_topk", self.lexical_topk, minimum=0)
         _check(self.policy, POLICIES, "policy")
         _check(self.checkpoint_combine, COMBINES, "checkpoint_combine")
         _positive("topk", self.topk)
-        if not self.damping_ratio > 0:
-            raise ConfigurationError(f"damping_ratio must be > 0, got {self.damping_ratio!r}")
+        _number("damping_ratio", self.damping_ratio)
 
 
 STAGES = {"stores": StoreArguments, "fit": FitArguments, "log": LogArguments, "score": ScoreArguments}
@@ -262,7 +255,7 @@ def home_from_env() -> Path:
 def load_settings(config_file: str | Path | None = None, **overrides) -> Settings:
     """Defaults ← ``dataworth.toml`` in home (or ``config_file``) ← environment ← ``overrides``."""
     values: dict = {}
-    home = Path(overrides.get("home") or os.environ.get("DATAWORTH_HOME", ".dataworth"))
+    home = Path(overrides["home"]) if overrides.get("home") else home_from_env()
     path = Path(config_file) if config_file else home / "dataworth.toml"
     if path.exists():
         with open(path, "rb") as fh:

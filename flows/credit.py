@@ -119,6 +119,7 @@ def post_credits(app: App, val: Valuation, weights: dict | None = None):
                 **c.manifest("preconditioner").get("extra", {}).get("coverage", {}),
                 "scored": cs.examples,
                 "topk_method": cs.topk_method,
+                "normaliser": cs.normaliser if val.scoring.get("checkpoint_combine") == "normalised" else None,
                 "optimizer_scaling": val.optimizer_scaling.get(cs.checkpoint_id),
             }
             for c, cs in zip(contexts, val.per_checkpoint, strict=True)

@@ -3,9 +3,11 @@ built at finalize (O(providers × D) per checkpoint) and top-k from the table's 
 (exact re-rank of the candidates; an exact scan when the table is small or has no index).
 
 Used when the numbers need nothing else: ``positive_share`` needs every score (Σ max(s, 0)) and
-``checkpoint_combine = "normalised"`` needs each query's mean |score| (from the same positive
-sums); both keep the streamed scan of :func:`flows.valuate.score_checkpoint`, whose numbers the
-fast path equals (tests/flows/test_fastpath.py).
+keeps the streamed scan of :func:`flows.valuate.score_checkpoint`, whose numbers the fast path
+equals (tests/flows/test_fastpath.py). ``checkpoint_combine = "normalised"`` needs each query's
+mean |score| over the table: on an indexed table it is estimated from a fixed uniform sample of
+``NORMALISER_SAMPLE`` rows (its relative standard error is recorded with the run); on a table the
+index does not serve, the scan computes it exactly.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from __future__ import annotations
 from flows.checkpoint.context import CheckpointContext
 
 FAST_POLICIES = ("topk_share", "fallback_pro_rata")
+# Rows whose scores estimate a query's mean |score| (relative s.e. ≈ CV(|s|)/√8192: about 1% for the
+# synthetic 10^6 table, benchmarks/RESULTS.md); the sample is the same for every run of a version.
+NORMALISER_SAMPLE = 8192
 
 
 def fast_path_allowed(settings) -> bool:
-    return settings.policy in FAST_POLICIES and settings.checkpoint_combine == "sum"
+    return settings.policy in FAST_POLICIES
 
 
 def build_at_finalize(ctx: CheckpointContext, table, pre) -> dict:
@@ -29,26 +34,36 @@ def build_at_finalize(ctx: CheckpointContext, table, pre) -> dict:
     s = ctx.app.settings
     built: dict = {}
     index_args = IndexArguments(min_rows=s.index_min_rows)
-    if table.count_rows() >= s.index_min_rows:
-        # The raw index adds a table version: it comes before the aggregates, which record the version.
+    indexed = table.count_rows() >= s.index_min_rows
+    # Only the configured mode's family is indexed (the unit family is one more copy of the
+    # vectors). The raw index adds a table version: it comes before the aggregates, which record
+    # the version; the unit index reads the self-influence the aggregates pass writes: after.
+    if indexed and s.mode == "if":
         built["index"] = build_index(table, index_args, modes=("if",), chunk_rows=s.chunk_rows)
     info = build_aggregates(table, pre, s.damping_ratio, MODES, ("provider", "document"), s.chunk_rows)
+    if indexed and s.mode != "if":
+        built["index"] = build_index(table, index_args, modes=(s.mode,), chunk_rows=s.chunk_rows)
     built["aggregates"] = {"version": info.version, "table_version": info.table_version, "rows": info.rows}
     return built
 
 
-def score_fast(ctx: CheckpointContext, q, q_pre, n_providers: int, tag: str, version: int):
-    """``CheckpointScores`` from aggregates + index, or None when the aggregates do not fit (another
-    damping or table version): the caller scans."""
+def score_fast(ctx: CheckpointContext, q, q_pre, pre, n_providers: int, tag: str, version: int):
+    """``CheckpointScores`` from aggregates + index, or None when the caller must scan: the
+    aggregates do not fit (another damping or table version), or the normalised combination is
+    asked of a table whose top-k the index does not serve (the scan then gives every number exactly)."""
     import torch
 
     from flows.scores import CheckpointScores
     from storage.aggregates import AggregateError, load_aggregates, tag_aggregates
-    from storage.vector_index import IndexArguments, topk
+    from storage.vector_index import IndexArguments, topk, usable_index
     from valuation.aggregate import group_sums_from_aggregates
 
     s = ctx.app.settings
     table = ctx.table()
+    index_args = IndexArguments(min_rows=s.index_min_rows, max_candidate_fraction=s.index_batch_fraction)
+    normalised = s.checkpoint_combine == "normalised"
+    if normalised and usable_index(table, s.mode, version, index_args, q_pre.shape[0], s.topk) is None:
+        return None
     try:
         agg = load_aggregates(table, s.damping_ratio, version, "provider", (s.mode,))
     except AggregateError:
@@ -57,17 +72,14 @@ def score_fast(ctx: CheckpointContext, q, q_pre, n_providers: int, tag: str, ver
     if tag not in existing:
         tag_aggregates(table, tag, agg.info.version)
     query_self = (q_pre * q).sum(1).double() if s.mode == "cosine" else None
+    mean_abs, normaliser = None, "exact"
+    if normalised:
+        estimate = sampled_mean_abs(table, version, q_pre, pre, s.mode, query_self)
+        if estimate is None:
+            return None
+        mean_abs, normaliser = estimate
     sums = group_sums_from_aggregates(q_pre.double(), agg.by_code(s.mode, n_providers), s.mode, query_self)
-    top = topk(
-        table,
-        q_pre,
-        s.topk,
-        s.mode,
-        query_self,
-        IndexArguments(min_rows=s.index_min_rows),
-        version,
-        chunk_rows=s.chunk_rows,
-    )
+    top = topk(table, q_pre, s.topk, s.mode, query_self, index_args, version, chunk_rows=s.chunk_rows)
     best = [
         [(e, d, p, float(sc)) for e, d, p, sc in zip(ids, docs, provs, top.scores[qi].tolist(), strict=False)]
         for qi, (ids, docs, provs) in enumerate(zip(top.example_ids, top.doc_ids, top.provider_ids, strict=True))
@@ -82,7 +94,29 @@ def score_fast(ctx: CheckpointContext, q, q_pre, n_providers: int, tag: str, ver
         int(agg.rows.sum()),
         tag,
         f"aggregates+{top.method}",
+        mean_abs,
+        normaliser,
     )
+
+
+def sampled_mean_abs(table, version: int, q_pre, pre, mode: str, query_self) -> tuple[list[float], str] | None:
+    """Per query mean |score| over ``NORMALISER_SAMPLE`` rows of the table (all of them when it is
+    no larger) and a description with the largest relative standard error; None while a shard is open."""
+    from valuation.combine import mean_abs_from_sample
+    from valuation.scoring import influence_scores, self_influence
+
+    drawn = table.sample(NORMALISER_SAMPLE, version, seed=version)
+    if drawn is None:
+        return None
+    chunk, population = drawn
+    g = chunk.vectors.double()
+    train_self = self_influence(g, pre) if mode != "if" else None
+    scores = influence_scores(q_pre.double(), g, mode, train_self, query_self)
+    mean, rel = mean_abs_from_sample(scores, population)
+    if len(chunk) >= population:
+        return mean.tolist(), "exact"
+    worst = float(rel.max()) if rel.numel() else 0.0
+    return mean.tolist(), f"sample({len(chunk)} of {population} rows, max rel s.e. {worst:.4f})"
 
 
 def agg_tags(table) -> dict:

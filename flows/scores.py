@@ -27,11 +27,17 @@ class CheckpointScores:
     examples: int = 0  # train vectors scored
     tag: str | None = None
     topk_method: str = "exact"
+    # Per query mean |score| when it was not summed from every score (the aggregate path estimates
+    # it from a sample of rows; ``normaliser`` says how), else None.
+    mean_abs_scores: list[float] | None = None
+    normaliser: str = "exact"
 
     def mean_abs(self, query: int) -> float:
         """Mean |score| of ``query`` over the train examples (1.0 when undefined)."""
         from valuation.combine import mean_abs_from_sums
 
+        if self.mean_abs_scores is not None:
+            return float(self.mean_abs_scores[query])
         return float(
             mean_abs_from_sums(
                 self.group_sums[query : query + 1], self.group_positive[query : query + 1], self.examples
@@ -82,6 +88,8 @@ class Valuation:
                     "examples": cs.examples,
                     "tag": cs.tag,
                     "topk_method": cs.topk_method,
+                    "mean_abs_scores": cs.mean_abs_scores,
+                    "normaliser": cs.normaliser,
                 }
                 for cs in self.per_checkpoint
             ],
@@ -108,6 +116,8 @@ class Valuation:
                 c.get("examples", 0),
                 c.get("tag"),
                 c.get("topk_method", "exact"),
+                c.get("mean_abs_scores"),
+                c.get("normaliser", "exact"),
             )
             for c in blob["per_checkpoint"]
         ]
@@ -129,6 +139,8 @@ class Valuation:
 
     def combined(self, weights: dict[str, float] | None = None, normalise: bool = False):
         """Per-query :class:`ledger.QueryResult` of the set (:func:`valuation.combine.combine_checkpoints`)."""
+        import torch
+
         from ledger import QueryResult, TopKEntry
         from valuation.combine import combine_checkpoints
 
@@ -142,6 +154,10 @@ class Valuation:
             [cs.examples for cs in self.per_checkpoint],
             [weights.get(cs.checkpoint_id, 1.0) for cs in self.per_checkpoint],
             normalise,
+            [
+                None if cs.mean_abs_scores is None else torch.tensor(cs.mean_abs_scores, dtype=torch.float64)
+                for cs in self.per_checkpoint
+            ],
         )
         # Σ max(s, 0) is unknown on the aggregate path (NaN): such a run records no positive sums.
         exact_positive = not bool(positive.isnan().any())

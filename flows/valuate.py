@@ -118,7 +118,7 @@ def score_checkpoint(
     table = ctx.table()
     version = pin_version(table, tag)
     if fast_path_allowed(s):
-        fast = score_fast(ctx, q, q_pre, n_providers, tag, version)
+        fast = score_fast(ctx, q, q_pre, pre, n_providers, tag, version)
         if fast is not None:
             return fast
     scorer = StreamingScorer(

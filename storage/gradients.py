@@ -312,6 +312,25 @@ class GradientTable:
         scanner = self._dataset(version).scanner(filter=flt, batch_size=chunk_rows, late_materialization=False)
         yield from _prefetch(self._chunks(scanner.to_batches(), chunk_rows, device), prefetch)
 
+    def sample(self, n: int, version: int | None = None, seed: int = 0) -> tuple[GradientChunk, int] | None:
+        """A uniform sample of ``n`` rows of ``version`` drawn without replacement (every row when
+        there are no more than ``n``; seeded, so the same version gives the same sample), and the
+        number of rows it was drawn from. None while any shard is open: row positions would then
+        include rows no reader sees."""
+        states = self.shard_states(version)
+        if not states or any(st != "committed" for st in states.values()):
+            return None
+        ds = self._dataset(version)
+        total = ds.count_rows()
+        if total <= n:
+            pick = np.arange(total)
+        else:
+            pick = np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+        cols = ["vector", "provider_code", "shard", "example_id", "doc_id", "provider_id"]
+        if codec.has_scale(self.dtype):
+            cols.append("scale")
+        return self._to_chunk(ds.take(pick, columns=cols), None), total
+
     def _chunks(self, batches, chunk_rows: int, device) -> Iterator[GradientChunk]:
         # Batches are passed on as they come (split when larger than chunk_rows), never merged:
         # merging copies, and a copy is where the pages of a cold table get touched twice.

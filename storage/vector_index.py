@@ -15,6 +15,7 @@ it was found. Below ``min_rows`` (or without an index) the exact streamed scan a
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,33 +47,49 @@ class IndexArguments:
         index_type: a Lance vector index (``IVF_PQ``, ``IVF_RQ``, ``IVF_SQ``, ``IVF_HNSW_SQ`` ...).
         num_partitions: IVF lists; ``None``: ``rows / rows_per_partition``.
         rows_per_partition: target list size when ``num_partitions`` is ``None``.
-        num_sub_vectors: PQ sub-vectors; ``None``: ``dim / 16``.
+        num_sub_vectors: PQ sub-vectors; ``None``: ``dim / 8`` (one byte of code per 8 dimensions).
         kmeans_sample: rows sampled to train the IVF centroids here (torch, float32).
         kmeans_iters: Lloyd iterations of that training (and of the PQ codebook's).
         pq_sample: rows of that sample that train the PQ codebook (256 codes per sub-vector).
-        nprobes: lists searched per query.
+        nprobes: lists searched per query; ``None``: ``probe_fraction`` of the lists.
+        probe_fraction: the share of lists searched when ``nprobes`` is ``None``.
         refine_factor: ``k × refine_factor`` candidates are re-ranked exactly.
         min_rows: tables with fewer committed rows are not indexed (an exact scan is cheap).
+        max_candidate_fraction: a query batch whose candidates (``queries × k × refine_factor``)
+            exceed this fraction of the table's rows is answered by the exact scan, which reads
+            every row once for the whole batch while the re-rank reads candidates at random.
         seed: seed of the centroid sample.
     """
 
     index_type: str = "IVF_PQ"
     num_partitions: int | None = None
-    rows_per_partition: int = 1024
+    # Measured at 1e6 x 4096 (benchmarks/RESULTS.md): 244 lists, 512-byte codes, a third of the lists
+    # probed and 40x re-ranking gave recall@10 0.958 (0.15 s per query against a 48 s scan).
+    rows_per_partition: int = 4096
     num_sub_vectors: int | None = None
     kmeans_sample: int = 32768
     kmeans_iters: int = 10
     pq_sample: int = 8192
-    # Measured (benchmarks/RESULTS.md): at 1e5 x 4096 (98 lists) recall@10 0.94 at 20 lists, 0.97 at
-    # 40 with refine 10; at 1e6 (244 lists) refine limits it: 0.80 at refine 10, 0.87 at 20, 0.91 at
-    # 40 (40 lists; 43 s for 256 queries against a 650 s scan).
-    nprobes: int = 40
+    nprobes: int | None = None
+    probe_fraction: float = 1 / 3
     refine_factor: int = 40
     min_rows: int = 200_000
+    # Measured at 1e6 x 4096 on a warm 2-core machine (benchmarks/RESULTS.md): 256 queries x 400
+    # candidates (10% of the rows) took as long as the scan; one query 0.15 s against 48 s.
+    max_candidate_fraction: float = 0.05
     seed: int = 0
 
     def partitions(self, rows: int) -> int:
         return self.num_partitions or max(1, min(rows // 16, round(rows / self.rows_per_partition)))
+
+    def probes(self, lists: int) -> int:
+        """Lists searched per query in an index of ``lists`` lists."""
+        return min(lists, self.nprobes or max(1, math.ceil(self.probe_fraction * lists)))
+
+    def index_pays(self, n_query: int, k: int, rows: int) -> bool:
+        """Whether a batch of ``n_query`` top-``k`` queries reads fewer candidates than the scan's
+        break-even (``max_candidate_fraction`` of ``rows``)."""
+        return n_query * k * max(1, self.refine_factor) <= self.max_candidate_fraction * rows
 
 
 @dataclass
@@ -85,6 +102,11 @@ class TopK:
     provider_ids: list[list[str]]
     scores: torch.Tensor
     method: str
+
+
+def default_sub_vectors(dim: int) -> int:
+    """The most PQ sub-vectors of at least 8 dimensions that divide ``dim`` (``dim / 8`` when 8 divides it)."""
+    return next((m for m in range(dim // 8, 0, -1) if dim % m == 0), 1)
 
 
 def kmeans(x: torch.Tensor, k: int, iters: int, seed: int = 0, block: int = 8192) -> torch.Tensor:
@@ -244,7 +266,7 @@ def _index_dataset(ds, table: GradientTable, version: int, rows: int, args: Inde
     np_type = np.float16 if table.dtype == "float16" else np.float32
     kw = {}
     if "PQ" in args.index_type:
-        kw["num_sub_vectors"] = args.num_sub_vectors or max(1, table.dim // 16)
+        kw["num_sub_vectors"] = args.num_sub_vectors or default_sub_vectors(table.dim)
         # Lance's own PQ training dominated the build (minutes at 1e5 x 4096 on 2 cores): trained
         # here, one batched matmul per Lloyd step. Under the dot metric Lance encodes the rows
         # themselves, not residuals (measured: a residual codebook gave 52% error on q·x, 2% raw).
@@ -306,7 +328,8 @@ def index_info(table: GradientTable, family: str) -> dict | None:
 def method_string(info: dict, args: IndexArguments) -> str:
     sv = f",sv={info['num_sub_vectors']}" if info.get("num_sub_vectors") else ""
     return (
-        f"index:{info['index_type']}(p={info['num_partitions']}{sv},nprobes={args.nprobes},refine={args.refine_factor})"
+        f"index:{info['index_type']}(p={info['num_partitions']}{sv},"
+        f"nprobes={args.probes(info['num_partitions'])},refine={args.refine_factor})"
     )
 
 
@@ -330,15 +353,29 @@ def topk(
         raise VectorIndexError("mode 'cosine' needs the queries' self-influence")
     table.tbl.checkout_latest()
     version = table.version if version is None else int(version)
-    family = FAMILY[mode]
-    info = None if exact else index_info(table, family)
-    if info is not None and family == "raw" and info["table_version"] > version:
-        info = None  # a run pinned before the index existed
+    info = None if exact else usable_index(table, mode, version, args, queries_pre.shape[0], k)
     if info is None:
         return _exact_topk(table, queries_pre, k, mode, query_self, version, chunk_rows)
+    return _indexed_topk(table, queries_pre, k, mode, query_self, version, info, args)
+
+
+def usable_index(
+    table: GradientTable, mode: str, version: int, args: IndexArguments, n_query: int, k: int
+) -> dict | None:
+    """The index record that :func:`topk` would use for this batch at ``version``, or None when it
+    scans: no index for the mode's family, an index newer than a pinned run, or a batch too large
+    for the index to pay (:meth:`IndexArguments.index_pays`)."""
+    family = FAMILY[mode]
+    info = index_info(table, family)
+    if info is None:
+        return None
+    if family == "raw" and info["table_version"] > version:
+        return None  # a run pinned before the index existed
     if family == "raw" and info["source_version"] > version:
         raise VectorIndexError(f"{table.name}: index built from version {info['source_version']}, run pinned {version}")
-    return _indexed_topk(table, queries_pre, k, mode, query_self, version, info, args)
+    if not args.index_pays(n_query, k, int(info["rows"])):
+        return None
+    return info
 
 
 def _exact_topk(table, queries_pre, k, mode, query_self, version, chunk_rows) -> TopK:
@@ -355,52 +392,115 @@ def _exact_topk(table, queries_pre, k, mode, query_self, version, chunk_rows) ->
     return TopK(ids, docs, provs, res.topk_scores.double(), "exact")
 
 
+def _row_positions(ds, row_ids: np.ndarray) -> np.ndarray | None:
+    """Positions (for ``take``) of Lance row ids ``fragment << 32 | offset``; None when a fragment
+    has deleted rows (offsets then no longer count positions)."""
+    starts: dict[int, int] = {}
+    position = 0
+    for frag in ds.get_fragments():
+        rows = frag.count_rows()
+        if rows != frag.physical_rows:
+            return None
+        starts[frag.fragment_id] = position
+        position += rows
+    frag_of = (row_ids >> 32).astype(np.int64)
+    try:
+        base = np.fromiter((starts[int(f)] for f in frag_of), dtype=np.int64, count=len(frag_of))
+    except KeyError:
+        return None
+    return base + (row_ids & 0xFFFFFFFF).astype(np.int64)
+
+
+def _vectors(table: GradientTable, ds, positions: np.ndarray) -> torch.Tensor:
+    """Stored vectors of the rows at sorted, distinct ``positions`` → ``(n, dim)`` float32."""
+    vec = ds.take(positions, columns=["vector"]).column("vector").combine_chunks()
+    flat = vec.values.to_numpy(zero_copy_only=False)
+    return torch.from_numpy(flat.astype(np.float32, copy=False).reshape(-1, table.dim))
+
+
+def _candidate_scores(q: torch.Tensor, g: torch.Tensor, qidx: torch.Tensor, uidx: torch.Tensor) -> torch.Tensor:
+    """``q[qidx[j]] · g[uidx[j]]`` for every candidate pair ``j`` (float32, like the scan).
+
+    Candidates of a batch overlap (at 10^5 rows 256 queries x 400 candidates were 13,871 distinct
+    rows): a block of distinct rows is scored against every query in one matmul when that costs
+    less than the pairs' own dot products, else pair by pair."""
+    out = torch.empty(len(qidx), dtype=torch.float32)
+    order = torch.argsort(uidx)
+    qidx, uidx = qidx[order], uidx[order]
+    bounds = torch.searchsorted(uidx, torch.arange(0, g.shape[0] + RERANK_BLOCK, RERANK_BLOCK))
+    for b in range(len(bounds) - 1):
+        lo, hi = int(bounds[b]), int(bounds[b + 1])
+        if lo == hi:
+            continue
+        first = b * RERANK_BLOCK
+        block = g[first : first + RERANK_BLOCK]
+        if q.shape[0] * block.shape[0] <= 4 * (hi - lo):
+            out[order[lo:hi]] = (q @ block.T)[qidx[lo:hi], uidx[lo:hi] - first]
+        else:
+            out[order[lo:hi]] = (q[qidx[lo:hi]] * block[uidx[lo:hi] - first]).sum(1)
+    return out
+
+
 def _indexed_topk(table, queries_pre, k, mode, query_self, version, info, args) -> TopK:
     main = table._dataset(version)
     n_query = queries_pre.shape[0]
     n_cand = k * max(1, args.refine_factor)
-    q32 = queries_pre.float().cpu().numpy()
-    cols = ["example_id", "doc_id", "provider_id", "vector"]
-    if FAMILY[mode] == "unit":
-        source = lance.dataset(_unit_uri(table))
-        search_cols = ["pos", "self_influence"]
-    else:
-        source, search_cols = main, cols
-    nearest = {"column": "vector", "q": q32, "k": n_cand, "nprobes": args.nprobes, "metric": "dot"}
-    found = source.to_table(nearest=nearest, columns=search_cols)
+    unit = FAMILY[mode] == "unit"
+    source = lance.dataset(_unit_uri(table)) if unit else main
+    nearest = {"column": "vector", "q": queries_pre.float().cpu().numpy(), "k": n_cand}
+    nearest["nprobes"] = args.probes(info["num_partitions"])
+    nearest["metric"] = "dot"
+    # The search returns only where each candidate is; vectors are read once per distinct row and
+    # ids only for the rows that make a top-k.
+    found = source.to_table(nearest=nearest, columns=["pos", "self_influence"] if unit else [], with_row_id=not unit)
     qidx = found.column("query_index").to_numpy() if "query_index" in found.column_names else np.zeros(found.num_rows)
-    if FAMILY[mode] == "unit":
-        rows = main.take(found.column("pos").to_numpy(), columns=cols)
-        train_self = torch.from_numpy(found.column("self_influence").to_numpy())
+    positions = found.column("pos").to_numpy() if unit else _row_positions(main, found.column("_rowid").to_numpy())
+    if positions is None:  # deleted rows: the search itself returns every candidate's columns (slower)
+        meta_source = main.to_table(nearest=nearest, columns=["vector", "example_id", "doc_id", "provider_id"])
+        qidx = meta_source.column("query_index").to_numpy()
+        flat = meta_source.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False)
+        vectors = torch.from_numpy(flat.astype(np.float32)).reshape(-1, table.dim)
+        inverse = np.arange(meta_source.num_rows)
     else:
-        rows, train_self = found, None
-    vec = rows.column("vector").combine_chunks()
-    flat = vec.values.to_numpy(zero_copy_only=False).reshape(-1, table.dim)
-    q = queries_pre.double().cpu()
+        distinct, inverse = np.unique(positions, return_inverse=True)
+        vectors = _vectors(table, main, distinct)
+        meta_source = None
     qidx_t = torch.from_numpy(qidx.astype(np.int64))
-    # Exact float64 scores a block of candidates at a time: the whole (candidates, dim) float64
-    # product of a 256-query batch with refine 80 at 4,096 dims is 27 GB (measured: OOM at 10^6).
-    scores = torch.empty(len(qidx_t), dtype=torch.float64)
-    for s in range(0, len(qidx_t), RERANK_BLOCK):
-        g = torch.from_numpy(flat[s : s + RERANK_BLOCK].astype(np.float64))
-        scores[s : s + RERANK_BLOCK] = (q[qidx_t[s : s + RERANK_BLOCK]] * g).sum(1)
+    uidx_t = torch.from_numpy(inverse.astype(np.int64))
+    scores = _candidate_scores(queries_pre.float().cpu(), vectors, qidx_t, uidx_t).double()
+    train_self = torch.from_numpy(found.column("self_influence").to_numpy()) if unit else None
     if train_self is not None:
         scores = scores / train_self.clamp_min(_EPS).sqrt()
     if mode == "cosine":
         scores = scores / query_self.double().cpu()[qidx_t].clamp_min(_EPS).sqrt()
-    ids_col = rows.column("example_id").to_pylist()
-    doc_col = rows.column("doc_id").to_pylist()
-    prov_col = rows.column("provider_id").to_pylist()
+    # Per query its k best candidates, then their scores again exactly in float64.
     out_scores = torch.full((n_query, k), float("-inf"), dtype=torch.float64)
-    ids, docs, provs = [[] for _ in range(n_query)], [[] for _ in range(n_query)], [[] for _ in range(n_query)]
+    best: list[list[int]] = [[] for _ in range(n_query)]
+    order = torch.argsort(qidx_t, stable=True)
+    bounds = torch.searchsorted(qidx_t[order], torch.arange(n_query + 1))
+    q64 = queries_pre.double().cpu()
     for qi in range(n_query):
-        members = (qidx_t == qi).nonzero().flatten()
+        members = order[int(bounds[qi]) : int(bounds[qi + 1])]
         if not len(members):
             continue
-        top = scores[members].topk(min(k, len(members)))
-        out_scores[qi, : len(top.values)] = top.values
-        for j in members[top.indices].tolist():
-            ids[qi].append(ids_col[j])
-            docs[qi].append(doc_col[j])
-            provs[qi].append(prov_col[j])
+        top = members[scores[members].topk(min(k, len(members))).indices]
+        rows = uidx_t[top]
+        exact = vectors[rows].double() @ q64[qi]
+        if train_self is not None:
+            exact = exact / train_self[top].clamp_min(_EPS).sqrt()
+        if mode == "cosine":
+            exact = exact / query_self.double().cpu()[qi].clamp_min(_EPS).sqrt()
+        exact, resort = exact.sort(descending=True)
+        out_scores[qi, : len(exact)] = exact
+        best[qi] = rows[resort].tolist()
+    wanted = sorted({r for b in best for r in b})
+    if meta_source is None:
+        meta = main.take(distinct[wanted], columns=["example_id", "doc_id", "provider_id"])
+    else:
+        meta = meta_source.take(wanted)
+    at = {r: i for i, r in enumerate(wanted)}
+    cols = [meta.column(c).to_pylist() for c in ("example_id", "doc_id", "provider_id")]
+    ids = [[cols[0][at[r]] for r in b] for b in best]
+    docs = [[cols[1][at[r]] for r in b] for b in best]
+    provs = [[cols[2][at[r]] for r in b] for b in best]
     return TopK(ids, docs, provs, out_scores, method_string(info, args))

@@ -34,6 +34,25 @@ def mean_abs_from_sums(group_sums: torch.Tensor, group_positive: torch.Tensor, e
     return torch.where(total > 0, mean, torch.ones_like(mean))
 
 
+def mean_abs_from_sample(scores: torch.Tensor, population: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per query mean ``|score|`` estimated from the scores ``(n_query, m)`` of a uniform sample of
+    ``m`` of ``population`` train examples drawn without replacement, and its relative standard
+    error ``(n_query,)`` (finite-population corrected: 0 when the sample is the population).
+    1 where the mean is undefined, like :func:`mean_abs_from_sums`."""
+    a = scores.abs().double()
+    m = a.shape[1]
+    if m == 0:
+        return torch.ones(a.shape[0], dtype=torch.float64), torch.zeros(a.shape[0], dtype=torch.float64)
+    mean = a.mean(1)
+    if m >= population or m < 2:
+        se = torch.zeros_like(mean)
+    else:
+        se = a.std(1) / m**0.5 * (1 - m / population) ** 0.5
+    defined = mean > 0
+    rel = torch.where(defined, se / torch.where(defined, mean, torch.ones_like(mean)), torch.zeros_like(mean))
+    return torch.where(defined, mean, torch.ones_like(mean)), rel
+
+
 def combine_checkpoints(
     per_checkpoint_group_sums: Sequence[torch.Tensor],
     per_checkpoint_positive: Sequence[torch.Tensor],
@@ -41,6 +60,7 @@ def combine_checkpoints(
     examples: Sequence[int],
     weights: Sequence[float] | None = None,
     normalise: bool = True,
+    mean_abs: Sequence[torch.Tensor | None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[TopK]]:
     """Weighted sums of the checkpoints' per-provider sums, and their merged top-k lists.
 
@@ -52,6 +72,8 @@ def combine_checkpoints(
         examples: per checkpoint, the number of train examples scored.
         weights: per checkpoint (default 1 each).
         normalise: divide each checkpoint's scores for a query by their mean ``|score|`` first.
+        mean_abs: per checkpoint ``(n_query,)`` mean ``|score|`` to normalise by, or None to take
+            it from the sums (a checkpoint valued without every score: :func:`mean_abs_from_sample`).
 
     Returns:
         ``(sums (n_query, n_groups), positive (n_query, n_groups), topk per query)``: float64;
@@ -74,7 +96,8 @@ def combine_checkpoints(
         g_sum, g_pos = per_checkpoint_group_sums[c].double(), per_checkpoint_positive[c].double()
         w = torch.full((n_query,), weights[c], dtype=torch.float64)
         if normalise:
-            w = w / mean_abs_from_sums(g_sum, g_pos, examples[c])
+            given = mean_abs[c] if mean_abs is not None else None
+            w = w / (given.double() if given is not None else mean_abs_from_sums(g_sum, g_pos, examples[c]))
         sums += w[:, None] * g_sum
         positive += w[:, None] * g_pos
         for q in range(n_query):

@@ -39,3 +39,33 @@ def test_aggregate_sums_and_topk_equal_the_scan(settings, world, mode):
         assert [e for e, *_ in a] == [e for e, *_ in b]
         assert [s for *_, s in a] == pytest.approx([s for *_, s in b], rel=1e-6, abs=1e-9)
     assert fast.group_positive.isnan().all()  # unknown on this path, never made up
+
+
+@pytest.mark.parametrize("mode", ["if", "cosine"])
+def test_a_normalised_set_valued_from_the_index_equals_the_scan(settings, world, mode):
+    # Every table indexed and every batch served by its index; tables smaller than the normaliser's
+    # sample: its mean |score| is exact, so every credited number must equal the streamed scan's.
+    base = settings.replace(mode=mode, index_min_rows=1, index_batch_fraction=1e9)
+    assert base.checkpoint_combine == "normalised"
+    app = App.of(base)
+    ingest(app, world["corpus"])
+    for step, path in enumerate(world["checkpoints"]):
+        build_checkpoint(CheckpointContext(app, register(app, path, "tiny", step).checkpoint_id))
+    qs = [json.loads(line) for line in world["queries"].read_text().splitlines()]
+    fast = value_lineage(app, "tiny", checkpoint_set(app, "tiny"), qs)
+    scan_app = App.of(base.replace(policy="positive_share"))
+    scan = value_lineage(scan_app, "tiny", checkpoint_set(scan_app, "tiny"), qs)
+    assert len(fast.per_checkpoint) == len(world["checkpoints"]) == 2
+    for f, s in zip(fast.per_checkpoint, scan.per_checkpoint, strict=True):
+        assert f.topk_method.startswith("aggregates+index:IVF_PQ") and s.topk_method == "exact"
+        assert f.normaliser == "exact"
+        for qi in range(len(qs)):
+            assert f.mean_abs(qi) == pytest.approx(s.mean_abs(qi), rel=1e-5)
+    for a, b in zip(fast.combined(normalise=True), scan.combined(normalise=True), strict=True):
+        scale = max(abs(v) for v in b.provider_scores.values())
+        assert a.provider_scores == pytest.approx(b.provider_scores, rel=1e-4, abs=1e-5 * scale)
+        assert [t.example_id for t in a.topk] == [t.example_id for t in b.topk]
+    # A batch too large for the index to pay streams the table: every number exact, nothing estimated.
+    big = App.of(base.replace(index_batch_fraction=1e-9))
+    streamed = value_lineage(big, "tiny", checkpoint_set(big, "tiny"), qs).per_checkpoint
+    assert all(cs.topk_method == "exact" and not cs.group_positive.isnan().any() for cs in streamed)

@@ -210,3 +210,26 @@ def test_a_superseded_writer_leaves_no_rows(tmp_path, monkeypatch):
     by_id = dict(zip(got_ids, got_vec, strict=True))
     assert all(np.array_equal(by_id[e], v) for e, v in zip(ids, vec, strict=True))
     assert table.shard_states() == {0: "committed"} and table.shard_workers() == {0: "fresh"}
+
+
+def test_a_uniform_sample_is_seeded_distinct_and_waits_for_open_shards(tmp_path):
+    table = GradientStore(tmp_path / "g").table("ckpt" * 8, "cfg1", LAYOUT, "float32", {"k": 1})
+    ids, docs, provs, codes, vec = rows(300)
+    for shard in range(3):
+        with table.writer(shard) as w:
+            s = slice(shard * 100, (shard + 1) * 100)
+            w.add(ids[s], docs[s], provs[s], codes[s], vec[s])
+    every, total = table.sample(1000)
+    assert total == 300 and sorted(every.example_ids) == sorted(ids)
+    part, total = table.sample(50, seed=7)
+    assert total == 300 and len(set(part.example_ids)) == 50
+    by_id = dict(zip(ids, vec, strict=True))
+    for e, v in zip(part.example_ids, part.vectors.numpy(), strict=True):
+        assert np.array_equal(v, by_id[e])  # each sampled row is the stored row, not a neighbour's
+    assert table.sample(50, seed=7)[0].example_ids == part.example_ids
+    assert table.sample(50, seed=8)[0].example_ids != part.example_ids
+    # An open shard's rows may be in the dataset but no reader sees them: no positions to draw from.
+    with pytest.raises(RuntimeError, match="killed"), table.writer(3) as w:
+        w.add(*rows(5, start=300))
+        assert table.sample(50) is None
+        raise RuntimeError("killed")

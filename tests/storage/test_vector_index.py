@@ -3,12 +3,14 @@ every list is probed, and a clear fallback to the scan below the size threshold.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from storage import GradientStore
-from storage.vector_index import IndexArguments, VectorIndexError, build_index, kmeans, topk
+from storage.vector_index import IndexArguments, VectorIndexError, build_index, default_sub_vectors, kmeans, topk
 from valuation import influence_scores
 
 DIM = 32
@@ -52,7 +54,9 @@ def exact(G, self_inf, q, mode, k):
 @pytest.mark.parametrize("mode", ["if", "relatif", "cosine"])
 def test_ivf_flat_probing_every_list_equals_the_exact_scan(indexed, mode):
     table, G, self_inf, q = indexed
-    args = IndexArguments(index_type="IVF_FLAT", num_partitions=8, nprobes=8, refine_factor=4, min_rows=100)
+    args = IndexArguments(
+        index_type="IVF_FLAT", num_partitions=8, nprobes=8, refine_factor=4, min_rows=100, max_candidate_fraction=1.0
+    )
     built = build_index(table, args, modes=(mode,))
     assert next(iter(built.values()))["num_partitions"] == 8
     res = topk(table, q, 6, mode, (q * q).sum(1), args)
@@ -69,7 +73,13 @@ def test_ivf_flat_probing_every_list_equals_the_exact_scan(indexed, mode):
 def test_ivf_pq_recall_with_exact_rerank(indexed):
     table, G, self_inf, q = indexed
     args = IndexArguments(
-        index_type="IVF_PQ", num_partitions=8, num_sub_vectors=8, nprobes=4, refine_factor=10, min_rows=100
+        index_type="IVF_PQ",
+        num_partitions=8,
+        num_sub_vectors=8,
+        nprobes=4,
+        refine_factor=10,
+        min_rows=100,
+        max_candidate_fraction=1.0,
     )
     info = build_index(table, args, modes=("if",))["raw"]
     # Equal-norm centroids: the dot metric spreads rows over the lists instead of piling them up.
@@ -83,6 +93,11 @@ def test_ivf_pq_recall_with_exact_rerank(indexed):
     for qi, row in enumerate(res.example_ids):
         rows = [int(e[1:]) for e in row]
         torch.testing.assert_close(res.scores[qi, : len(rows)], q[qi] @ G[rows].T, rtol=1e-12, atol=0.0)
+    # A batch whose candidates outnumber the break-even share of the rows is scanned: exact.
+    n_rows = G.shape[0]
+    assert args.index_pays(5, 10, n_rows) and not args.index_pays(n_rows, 10, n_rows)
+    scanned = topk(table, q, 10, "if", None, replace(args, max_candidate_fraction=1e-6))
+    assert scanned.method == "exact" and scanned.example_ids == want_ids
 
 
 def test_small_tables_are_scanned(tmp_path):
@@ -104,3 +119,33 @@ def test_kmeans_recovers_separated_clusters():
     got = kmeans(x, 4, 10, seed=1)
     dist = torch.cdist(got, centres).min(1).values
     assert float(dist.max()) < 0.1
+
+
+def test_rows_deleted_after_indexing_are_never_returned(tmp_path):
+    # A deletion leaves Lance row ids that no longer count positions: the candidates' vectors and ids
+    # then come from the search itself. Probing every list of a flat index, the result is exact.
+    rng = np.random.default_rng(5)
+    g = rng.standard_normal((600, DIM)).astype(np.float32)
+    table = GradientStore(tmp_path / "g").table("d" * 32, "cfg", LAYOUT, "float32")
+    with table.writer(0) as w:
+        w.add([f"e{i}" for i in range(600)], [f"d{i}" for i in range(600)], ["p"] * 600, [0] * 600, g)
+    args = IndexArguments("IVF_FLAT", num_partitions=4, nprobes=4, refine_factor=2, min_rows=100)
+    build_index(table, replace(args, max_candidate_fraction=1.0))
+    q = torch.from_numpy(g[:3].astype(np.float64))
+    table.tbl.delete("example_id = 'e0' OR example_id = 'e1'")
+    res = topk(table, q, 5, "if", None, replace(args, max_candidate_fraction=1.0))
+    scores = q @ torch.from_numpy(g.astype(np.float64)).T
+    scores[:, :2] = float("-inf")
+    want = scores.topk(5, dim=1)
+    assert res.method.startswith("index:IVF_FLAT")
+    assert res.example_ids == [[f"e{i}" for i in row] for row in want.indices.tolist()]
+    torch.testing.assert_close(res.scores, want.values, rtol=1e-12, atol=0.0)
+
+
+def test_default_codes_and_probes_scale_with_the_table():
+    assert default_sub_vectors(4096) == 512 and default_sub_vectors(672) == 84
+    assert default_sub_vectors(15) == 1 and 60 % default_sub_vectors(60) == 0 and 60 // default_sub_vectors(60) >= 8
+    args = IndexArguments()
+    assert [args.probes(n) for n in (1, 3, 73, 244)] == [1, 1, 25, 82]
+    assert IndexArguments(nprobes=40).probes(244) == 40 and IndexArguments(nprobes=40).probes(10) == 10
+    assert args.partitions(1_000_000) == 244 and args.partitions(300_000) == 73

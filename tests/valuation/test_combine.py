@@ -12,6 +12,7 @@ from valuation.combine import (
     checkpoint_weights,
     combine_checkpoints,
     combine_score_matrices,
+    mean_abs_from_sample,
 )
 
 N_QUERY, N_TRAIN, N_GROUPS, K = 3, 12, 3, 4
@@ -104,3 +105,38 @@ def test_checkpoint_weights_errors_name_the_file(tmp_path):
         checkpoint_weights(path, [1])
     with pytest.raises(ValueError, match="increasing"):
         checkpoint_weights([{"step": 1, "learning_rate": 1.0}], [5, 5])
+
+
+def test_mean_abs_from_a_sample_is_exact_on_the_population_and_within_its_standard_error():
+    gen = torch.Generator().manual_seed(3)
+    population = torch.randn(4, 20_000, generator=gen, dtype=torch.float64) * torch.tensor([[1.0], [5.0], [0.1], [2.0]])
+    exact = population.abs().mean(1)
+    mean, rel = mean_abs_from_sample(population, 20_000)
+    torch.testing.assert_close(mean, exact, rtol=1e-12, atol=0)
+    assert (rel == 0).all()
+    pick = torch.randperm(20_000, generator=gen)[:2_000]
+    mean, rel = mean_abs_from_sample(population[:, pick], 20_000)
+    sample = population[:, pick].abs()
+    # The standard error explicitly: s/√m with the finite-population correction √(1 − m/N).
+    want_rel = sample.std(1) / 2_000**0.5 * (1 - 2_000 / 20_000) ** 0.5 / sample.mean(1)
+    torch.testing.assert_close(rel, want_rel, rtol=1e-12, atol=0)
+    assert ((mean - exact).abs() / exact < 4 * rel).all()
+    # An all-zero query has no scale: 1, like the exact normaliser.
+    mean, rel = mean_abs_from_sample(torch.zeros(1, 10, dtype=torch.float64), 100)
+    assert float(mean[0]) == 1.0 and float(rel[0]) == 0.0
+
+
+def test_a_given_normaliser_replaces_the_one_from_the_sums():
+    gen = torch.Generator().manual_seed(4)
+    groups = torch.randint(0, N_GROUPS, (N_TRAIN,), generator=gen)
+    scores = [torch.randn(N_QUERY, N_TRAIN, generator=gen, dtype=torch.float64) * (c + 1) for c in range(2)]
+    passes = [checkpoint_pass(s, groups) for s in scores]
+    given = [torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64), None]
+    sums, _, _ = combine_checkpoints(
+        [p[0] for p in passes], [p[1] for p in passes], [p[2] for p in passes], [N_TRAIN] * 2, [1.0, 0.5], True, given
+    )
+    want = torch.zeros(N_QUERY, N_GROUPS, dtype=torch.float64)
+    for c, (s, w) in enumerate(zip(scores, [1.0, 0.5], strict=True)):
+        norm = given[c] if given[c] is not None else s.abs().mean(1)
+        want += torch.zeros_like(want).index_add_(1, groups, w * s / norm[:, None])
+    torch.testing.assert_close(sums, want, rtol=1e-12, atol=1e-12)
