@@ -9,20 +9,22 @@ structure, topic and provider directions, log-normal norms; 1,000 providers) thr
 ``GradientTable.writer`` into real LanceDB directories under benchmarks/out/query/.
 
 ``run``, per size, 256 queries, mode ``if``, with a k=16-style block preconditioner
-(``bench_preconditioner``): the full scan (``storage.scan.score_table``, today's streamed path:
+(the table's own block Fisher from its first 32,768 rows, as a checkpoint's is fitted on its
+gradients): the full scan (``storage.scan.score_table``, today's streamed path:
 top-100 and 1,000 provider sums), building the aggregates (all three modes) and the provider sums
 from them (against the scan's), building the index, indexed top-10 and top-100 over a sweep of
 ``nprobes`` and ``refine_factor`` (recall against the scan, latency of the 256-query batch and of
 one query), bytes on disk; then the slope of each cost in log N.
 
-``e2e`` times ``dataworth value`` for 256 queries on an indexed synthetic table (``run`` first): a
-home is made through the CLI (init; a 1,000-provider corpus ingested so that provider codes equal
-the synthetic ones; a 4-layer GPT-2 trained here, whose 16 modules at k = 16 give 4,096 dims;
-``checkpoint add``: fit, log, finalize on that small corpus; ``query add``). The checkpoint's
-gradient table is then swapped for the synthetic one (a hard-linked copy of its Lance directory,
-index included, and the index record), its provider aggregates are built by
-``storage.aggregates.build_aggregates`` as finalize would (mode ``if``), and ``dataworth value``
-runs in a subprocess under cProfile: the breakdown is the cumulative time of the stages' functions.
+``e2e`` times ``dataworth value`` on a synthetic table (``generate`` first): a home is made
+through the CLI (init; a 1,000-provider corpus ingested so that provider codes equal the synthetic
+ones; a 4-layer GPT-2 trained here, whose 16 modules at k = 16 give 4,096 dims; ``checkpoint add``:
+fit, log, finalize on that small corpus). The checkpoint's gradient table is then swapped for the
+synthetic one (a hard-linked copy of its Lance directory), and its provider aggregates and its
+index (whitened by the checkpoint's own preconditioner) are built as finalize would. Then, each on a
+copy of that home (``E2E_VARIANTS``): ``query add`` and ``dataworth value`` in a subprocess under
+cProfile (the breakdown is the cumulative time of the stages' functions): 256 queries under the
+platform's defaults, the same with the index forced, and one query.
 """
 
 from __future__ import annotations
@@ -45,11 +47,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import table as print_table
-from benchmarks.synthetic import SyntheticGradients, SyntheticSpec, bench_layout, bench_preconditioner
+from benchmarks.synthetic import SyntheticGradients, SyntheticSpec, bench_layout
 from storage import GradientStore
 from storage.aggregates import build_aggregates, load_aggregates
 from storage.scan import QueryBatch, score_table
-from storage.vector_index import IndexArguments, _save_meta, build_index, index_info, topk
+from storage.vector_index import IndexArguments, build_index, index_info, topk
 from valuation.aggregate import group_sums_from_aggregates
 
 OUT = Path(__file__).resolve().parent / "out" / "query"
@@ -98,9 +100,20 @@ def recall(found: list[list[str]], truth: list[list[str]], k: int) -> float:
     return float(np.mean([len(set(f[:k]) & set(t[:k])) / k for f, t in zip(found, truth, strict=True)]))
 
 
+def fitted_preconditioner(synth: SyntheticGradients, dim: int, rows: int = 32768):
+    """The table's own (block) Fisher, from its first ``rows`` rows, at damping ratio 0.1: as a
+    checkpoint's preconditioner is fitted on its gradients (the index is built in its metric)."""
+    from valuation import ProjectedFisher
+
+    fisher = ProjectedFisher(bench_layout(dim))
+    for start in range(0, rows, 8192):
+        fisher.update(synth.rows(start, 8192)[0].double())
+    return fisher.preconditioner(0.1)
+
+
 def setup(rows: int, dim: int, n_query: int):
     synth = SyntheticGradients(SyntheticSpec(dim=dim))
-    pre = bench_preconditioner(bench_layout(dim))
+    pre = fitted_preconditioner(synth, dim)
     q, _ = synth.queries(n_query)
     table = GradientStore(store_dir(rows)).table(CHECKPOINT, "bench")
     return table, pre, pre(q.double())
@@ -142,17 +155,19 @@ def run_scan(rows: int, dim: int, n_query: int) -> dict:
 def run_index(out: dict, dim: int, n_query: int, args: IndexArguments, sweep, rebuild: bool) -> dict:
     """Build the index (or reuse it) and sweep nprobes x refine for top-10 and top-100."""
     rows = out["rows"]
-    table, _, q_pre = setup(rows, dim, n_query)
+    table, pre, q_pre = setup(rows, dim, n_query)
     previous = out.get("index")
-    if rebuild or index_info(table, "raw") is None:
+    if rebuild or index_info(table, "white") is None:
         start = time.perf_counter()
-        out["index"] = build_index(table, args, modes=("if",))["raw"]
+        out["index"] = build_index(table, pre, args, modes=("if",))["white"]
         out["index_build_s"] = time.perf_counter() - start
     else:
-        out["index"] = index_info(table, "raw")
+        out["index"] = index_info(table, "white")
         out["index_build_s"] = out.get("index_build_s", out["index"]["build_s"])
     print(json.dumps({"rows": rows, "index": out["index"]}), flush=True)
-    out["index_bytes"] = dir_bytes(store_dir(rows) / f"{table.name}.lance" / "_indices")
+    companion = store_dir(rows) / f"white_{table.name}.lance"
+    out["index_bytes"] = dir_bytes(companion / "_indices")
+    out["companion_bytes"] = dir_bytes(companion) - out["index_bytes"]
     version = table.version
     truth = out["truth"]
     # Points of an earlier sweep of the same index are kept (a point measured again is replaced).
@@ -163,8 +178,8 @@ def run_index(out: dict, dim: int, n_query: int, args: IndexArguments, sweep, re
         for k in (10, 100):
             if k == 100 and refine > 5:
                 continue
-            batch_s, found = best_of(lambda a=a, k=k: topk(table, q_pre, k, "if", None, a, version), 1)
-            one_s, _ = best_of(lambda a=a, k=k: topk(table, q_pre[:1], k, "if", None, a, version), 3)
+            batch_s, found = best_of(lambda a=a, k=k: topk(table, q_pre, k, "if", None, a, version, pre=pre), 1)
+            one_s, _ = best_of(lambda a=a, k=k: topk(table, q_pre[:1], k, "if", None, a, version, pre=pre), 3)
             rec = {
                 "k": k,
                 "nprobes": nprobes,
@@ -307,6 +322,8 @@ E2E_SETTINGS = {
     "max_length": 48,
     "policy": "topk_share",
     "mode": "if",
+    # The rows are synthetic: no corpus text behind them for the tail-patch step.
+    "confidence": "off",
 }
 # What `value` is timed under, each on its own copy of the prepared home: the platform's defaults
 # (checkpoint_combine "normalised"; a 256-query batch is past index_batch_fraction, so it streams
@@ -365,9 +382,6 @@ def e2e(rows: int, n_query: int) -> dict:
     from valuation import Preconditioner
 
     bench = GradientStore(store_dir(rows)).table(CHECKPOINT, "bench")
-    info = index_info(bench, "raw")
-    if info is None:
-        raise SystemExit(f"no index on {bench.name}: run `bench_query.py run --rows {rows} --rebuild-index` first")
     template, home = OUT / "e2e-home", OUT / f"e2e-{rows}"
     out: dict = {"rows": rows, "queries": n_query, "seconds": {}}
     sec = out["seconds"]
@@ -386,16 +400,19 @@ def e2e(rows: int, n_query: int) -> dict:
     if small.dim != bench.dim:
         raise SystemExit(f"model layout gives {small.dim} dims, the table has {bench.dim}")
     name, gdir = small.name, Path(small.store.uri)
-    for d in (f"{name}.lance", f"agg_{name}.lance", f"raw_index_{name}.lance", f"unit_{name}.lance"):
+    for d in (f"{name}.lance", f"agg_{name}.lance", f"white_{name}.lance", f"white_index_{name}.lance"):
         shutil.rmtree(gdir / d, ignore_errors=True)
     subprocess.run(["cp", "-al", str(store_dir(rows) / f"{bench.name}.lance"), str(gdir / f"{name}.lance")], check=True)
     table = GradientStore(gdir).table(ctx.row.checkpoint_id, ctx.key)
-    _save_meta(table, "raw", info)
     state, _ = ctx.load("preconditioner")
     pre = Preconditioner.from_state_dict(small.layout, state).with_damping_ratio(settings.damping_ratio)
     start = time.perf_counter()
     build_aggregates(table, pre, settings.damping_ratio, ("if",), ("provider",), write_self_influence=False)
     sec["build provider aggregates, mode if (finalize's pass; not part of value)"] = time.perf_counter() - start
+    # The index in the metric of this checkpoint's own preconditioner, as finalize builds it.
+    start = time.perf_counter()
+    info = build_index(table, pre, IndexArguments(), modes=("if",))["white"]
+    sec["build the index: whitened copy + IVF_PQ (finalize's; not part of value)"] = time.perf_counter() - start
     out["index"] = info
     out["variants"] = {}
     for label, (extra, count) in E2E_VARIANTS.items():
@@ -417,6 +434,7 @@ def e2e_value(prepared: Path, rows: int, label: str, extra: dict, n_query: int) 
     for db in home.rglob("*.db"):
         db.unlink()
         shutil.copy2(prepared / db.relative_to(home), db)
+    extra = {"confidence": "off", **extra}  # synthetic rows: no corpus text to tail-patch on
     toml = home / "dataworth.toml"
     kept = [line for line in toml.read_text().splitlines() if line.split("=")[0].strip() not in extra]
     toml.unlink()  # a hard link to the prepared home's file

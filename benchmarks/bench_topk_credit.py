@@ -66,10 +66,10 @@ def credit_tops(found, providers: list[str]) -> list[str | None]:
     return out
 
 
-def compare(table, q_pre, mode: str, query_self, providers: list[str], args: IndexArguments, k: int = 10) -> dict:
+def compare(table, q_pre, mode: str, query_self, providers: list[str], args: IndexArguments, pre, k: int = 10) -> dict:
     """Indexed vs exact top-``k`` of one table: recall, same top-1 row, same top-1 credited provider."""
     exact = topk(table, q_pre, k, mode, query_self, exact=True)
-    found = topk(table, q_pre, k, mode, query_self, args)
+    found = topk(table, q_pre, k, mode, query_self, args, pre=pre)
     if found.method == "exact":
         raise RuntimeError(f"{table.name}: no index answered ({mode})")
     a, b = credit_tops(found, providers), credit_tops(exact, providers)
@@ -84,14 +84,14 @@ def compare(table, q_pre, mode: str, query_self, providers: list[str], args: Ind
     }
 
 
-def index_and_compare(table, q_pre, mode, query_self, providers, rows: int, sv_div: int | None = None) -> dict:
+def index_and_compare(table, q_pre, mode, query_self, providers, rows: int, pre, sv_div: int | None = None) -> dict:
     out = {}
     for name, args in configs(rows, table.dim, sv_div).items():
-        info = build_index(table, args, modes=(mode,))[FAMILY[mode]]
+        info = build_index(table, pre, args, modes=(mode,))[FAMILY[mode]]
         out[name] = {
             "lists": info["num_partitions"],
             "nprobes": args.probes(info["num_partitions"]),
-            **compare(table, q_pre, mode, query_self, providers, args),
+            **compare(table, q_pre, mode, query_self, providers, args, pre),
         }
         print(json.dumps({"table": table.name, "mode": mode, "config": name, **out[name]}), flush=True)
     return out
@@ -115,10 +115,7 @@ def digits(n_query: int, modes: tuple[str, ...], sv_div: int | None) -> dict:
     table.optimize()
     providers = [f"p{c}" for c in range(100)]
     q_self = self_influence(q.double(), pre)
-    return {
-        mode: index_and_compare(table, q_pre.float(), mode, q_self, providers, 1000, sv_div)
-        for mode in sorted(modes, key=lambda m: FAMILY[m] == "raw")
-    }
+    return {mode: index_and_compare(table, q_pre.float(), mode, q_self, providers, 1000, pre, sv_div) for mode in modes}
 
 
 def demo(home: Path, modes: tuple[str, ...], dtype: str) -> dict:
@@ -138,8 +135,8 @@ def demo(home: Path, modes: tuple[str, ...], dtype: str) -> dict:
     fast_app = App.of(base.replace(policy="topk_share", index_batch_fraction=1e9))
     contexts = checkpoint_set(fast_app, lineage)
     providers = provider_list(fast_app)
-    # Unit-family indexes first: they leave the gradient table's version (and its aggregates) as is.
-    order = sorted(modes, key=lambda m: FAMILY[m] == "raw")
+    # Indexes are whitened companions: the gradient table's version (and its aggregates) stay as is.
+    order = list(modes)
     for ctx in contexts:
         table = ctx.table()
         rows = table.count_rows()
@@ -150,10 +147,10 @@ def demo(home: Path, modes: tuple[str, ...], dtype: str) -> dict:
         q_self = self_influence(q.double(), pre)
         per = {"rows": rows}
         for mode in order:
-            per[mode] = index_and_compare(table, q_pre, mode, q_self, providers, rows)
+            per[mode] = index_and_compare(table, q_pre, mode, q_self, providers, rows, pre)
             if mode == base.mode:
                 # The platform's default index for the home's mode stays for value_lineage below.
-                build_index(table, IndexArguments(**EVERY_BATCH), modes=(mode,))
+                build_index(table, pre, IndexArguments(**EVERY_BATCH), modes=(mode,))
         out["checkpoints"][ctx.row.checkpoint_id[:12]] = per
     # The whole set through the platform: fast path (aggregates + index) against the streamed scan.
     fast = value_lineage(fast_app, lineage, contexts, qs)

@@ -66,9 +66,12 @@ def tail_patch_confidence(
     out: dict[str, float] = {}
     with ctx.app.model_lock:
         patcher = TailPatcher(model, default_lm_loss, s.tail_patch_lr)  # one working copy for every query
+    # A credited row whose example is not in the checkpoint's corpus version (a table filled from
+    # elsewhere) leaves its query without a figure rather than failing the run.
+    unknown = {q for q, ids in credited.items() if any(e not in tokens for e in [*ids, *drawn.get(q, [])])}
     for q in queries:
         qid = q["query_id"]
-        if qid not in drawn:
+        if qid not in drawn or qid in unknown:
             continue
         query = to_device(query_lm_batch(tokenizer, [q], s.max_length), device)
 
@@ -86,6 +89,7 @@ def tail_patch_confidence(
         "lr": s.tail_patch_lr,
         "seed": s.seed,
         "queries": len(out),
+        "without_corpus_examples": len(unknown),
         "seconds": round(time.perf_counter() - start, 3),
     }
     return out, details

@@ -35,14 +35,11 @@ def build_at_finalize(ctx: CheckpointContext, table, pre) -> dict:
     built: dict = {}
     index_args = IndexArguments(min_rows=s.index_min_rows)
     indexed = table.count_rows() >= s.index_min_rows
-    # Only the configured mode's family is indexed (the unit family is one more copy of the
-    # vectors). The raw index adds a table version: it comes before the aggregates, which record
-    # the version; the unit index reads the self-influence the aggregates pass writes: after.
-    if indexed and s.mode == "if":
-        built["index"] = build_index(table, index_args, modes=("if",), chunk_rows=s.chunk_rows)
+    # The aggregates pass writes the self-influence the unit index reads. Only the configured
+    # mode's family is indexed (each family is one more, whitened, copy of the vectors).
     info = build_aggregates(table, pre, s.damping_ratio, MODES, ("provider", "document"), s.chunk_rows)
-    if indexed and s.mode != "if":
-        built["index"] = build_index(table, index_args, modes=(s.mode,), chunk_rows=s.chunk_rows)
+    if indexed:
+        built["index"] = build_index(table, pre, index_args, modes=(s.mode,), chunk_rows=s.chunk_rows)
     built["aggregates"] = {"version": info.version, "table_version": info.table_version, "rows": info.rows}
     return built
 
@@ -79,7 +76,7 @@ def score_fast(ctx: CheckpointContext, q, q_pre, pre, n_providers: int, tag: str
             return None
         mean_abs, normaliser = estimate
     sums = group_sums_from_aggregates(q_pre.double(), agg.by_code(s.mode, n_providers), s.mode, query_self)
-    top = topk(table, q_pre, s.topk, s.mode, query_self, index_args, version, chunk_rows=s.chunk_rows)
+    top = topk(table, q_pre, s.topk, s.mode, query_self, index_args, version, chunk_rows=s.chunk_rows, pre=pre)
     best = [
         [(e, d, p, float(sc)) for e, d, p, sc in zip(ids, docs, provs, top.scores[qi].tolist(), strict=False)]
         for qi, (ids, docs, provs) in enumerate(zip(top.example_ids, top.doc_ids, top.provider_ids, strict=True))

@@ -267,6 +267,17 @@ class Preconditioner:
             out[:, sl] = q[:, sl] @ self.inverse(name, q.dtype, q.device)
         return out
 
+    def power(self, x: torch.Tensor, exponent: float) -> torch.Tensor:
+        """``(H_l + λ_l I)^exponent`` applied module by module to ``x`` ``(batch, dim)`` (float64
+        maths; ``-1/2`` whitens, ``+1/2`` undoes it: ``(A⁻¹q)·(Ag) = q·g`` for ``A = (H+λI)^-1/2``)."""
+        if x.dim() != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"expected vectors of shape (batch, {self.dim}), got {tuple(x.shape)}")
+        out = torch.empty(x.shape, dtype=torch.float64)
+        for name, sl in self.slices:
+            vecs, vals = self.eigvecs[name], self.eigvals[name] + self.damping[name]
+            out[:, sl] = ((x[:, sl].double().cpu() @ vecs) * vals.clamp_min(0) ** exponent) @ vecs.T
+        return out
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {}
         for name, _ in self.slices:

@@ -11,7 +11,7 @@ import torch
 
 from storage import GradientStore
 from storage.vector_index import IndexArguments, VectorIndexError, build_index, default_sub_vectors, kmeans, topk
-from valuation import influence_scores
+from valuation import ProjectedFisher, influence_scores, self_influence
 
 DIM = 32
 LAYOUT = [("a", 4, 8)]
@@ -38,11 +38,14 @@ def indexed(tmp_path_factory):
                 g[lo:hi],
             )
     G = torch.from_numpy(g.astype(np.float64))
-    self_inf = (G * G).sum(1)  # identity preconditioner
+    fisher = ProjectedFisher(LAYOUT)
+    fisher.update(G)
+    pre = fisher.preconditioner(0.1)  # the index is built in its whitened metric
+    self_inf = self_influence(G, pre)
     table.write_self_influence([f"e{i}" for i in range(n)], [i // 1500 for i in range(n)], self_inf.numpy())
     table.optimize()
     q = torch.from_numpy(topics[:5] + 0.3 * rng.standard_normal((5, DIM)))
-    return table, G, self_inf, q
+    return table, G, self_inf, q, pre
 
 
 def exact(G, self_inf, q, mode, k):
@@ -53,13 +56,13 @@ def exact(G, self_inf, q, mode, k):
 
 @pytest.mark.parametrize("mode", ["if", "relatif", "cosine"])
 def test_ivf_flat_probing_every_list_equals_the_exact_scan(indexed, mode):
-    table, G, self_inf, q = indexed
+    table, G, self_inf, q, pre = indexed
     args = IndexArguments(
         index_type="IVF_FLAT", num_partitions=8, nprobes=8, refine_factor=4, min_rows=100, max_candidate_fraction=1.0
     )
-    built = build_index(table, args, modes=(mode,))
+    built = build_index(table, pre, args, modes=(mode,))
     assert next(iter(built.values()))["num_partitions"] == 8
-    res = topk(table, q, 6, mode, (q * q).sum(1), args)
+    res = topk(table, q, 6, mode, (q * q).sum(1), args, pre=pre)
     want_scores, want_ids = exact(G, self_inf, q, mode, 6)
     assert res.method == "index:IVF_FLAT(p=8,nprobes=8,refine=4)"
     assert res.example_ids == want_ids
@@ -71,7 +74,7 @@ def test_ivf_flat_probing_every_list_equals_the_exact_scan(indexed, mode):
 
 
 def test_ivf_pq_recall_with_exact_rerank(indexed):
-    table, G, self_inf, q = indexed
+    table, G, self_inf, q, pre = indexed
     args = IndexArguments(
         index_type="IVF_PQ",
         num_partitions=8,
@@ -81,10 +84,10 @@ def test_ivf_pq_recall_with_exact_rerank(indexed):
         min_rows=100,
         max_candidate_fraction=1.0,
     )
-    info = build_index(table, args, modes=("if",))["raw"]
+    info = build_index(table, pre, args, modes=("if",))["white"]
     # Equal-norm centroids: the dot metric spreads rows over the lists instead of piling them up.
     assert info["list_sizes"]["max"] < 4 * info["list_sizes"]["median"]
-    res = topk(table, q, 10, "if", None, args)
+    res = topk(table, q, 10, "if", None, args, pre=pre)
     assert res.method == "index:IVF_PQ(p=8,sv=8,nprobes=4,refine=10)"
     _, want_ids = exact(G, self_inf, q, "if", 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(res.example_ids, want_ids, strict=True)])
@@ -96,7 +99,7 @@ def test_ivf_pq_recall_with_exact_rerank(indexed):
     # A batch whose candidates outnumber the break-even share of the rows is scanned: exact.
     n_rows = G.shape[0]
     assert args.index_pays(5, 10, n_rows) and not args.index_pays(n_rows, 10, n_rows)
-    scanned = topk(table, q, 10, "if", None, replace(args, max_candidate_fraction=1e-6))
+    scanned = topk(table, q, 10, "if", None, replace(args, max_candidate_fraction=1e-6), pre=pre)
     assert scanned.method == "exact" and scanned.example_ids == want_ids
 
 
@@ -104,8 +107,10 @@ def test_small_tables_are_scanned(tmp_path):
     table = GradientStore(tmp_path / "g").table("c" * 32, "cfg", LAYOUT, "float32")
     with table.writer(0) as w:
         w.add(["a", "b"], ["a", "b"], ["p", "p"], [0, 0], np.eye(2, DIM, dtype=np.float32))
-    built = build_index(table, IndexArguments(min_rows=10))
-    assert "skipped" in built["raw"]
+    fisher = ProjectedFisher(LAYOUT)
+    fisher.update(torch.eye(2, DIM, dtype=torch.float64))
+    built = build_index(table, fisher.preconditioner(0.1), IndexArguments(min_rows=10))
+    assert "skipped" in built["white"]
     res = topk(table, torch.ones(1, DIM, dtype=torch.float64), 3)
     assert res.method == "exact" and res.example_ids == [["a", "b"]] and torch.isinf(res.scores[0, 2])
     with pytest.raises(VectorIndexError, match="cosine"):
@@ -121,25 +126,37 @@ def test_kmeans_recovers_separated_clusters():
     assert float(dist.max()) < 0.1
 
 
-def test_rows_deleted_after_indexing_are_never_returned(tmp_path):
-    # A deletion leaves Lance row ids that no longer count positions: the candidates' vectors and ids
-    # then come from the search itself. Probing every list of a flat index, the result is exact.
+def test_an_index_serves_only_the_version_it_was_built_from(tmp_path):
+    # Its entries name rows by position in that version: after a deletion the scan answers (never a
+    # deleted row); a run pinned at the indexed version still gets the index. Probing every list of
+    # a flat index, the indexed result is the exact one.
     rng = np.random.default_rng(5)
     g = rng.standard_normal((600, DIM)).astype(np.float32)
     table = GradientStore(tmp_path / "g").table("d" * 32, "cfg", LAYOUT, "float32")
     with table.writer(0) as w:
         w.add([f"e{i}" for i in range(600)], [f"d{i}" for i in range(600)], ["p"] * 600, [0] * 600, g)
+    fisher = ProjectedFisher(LAYOUT)
+    fisher.update(torch.from_numpy(g.astype(np.float64)))
+    pre = fisher.preconditioner(0.1)
     args = IndexArguments("IVF_FLAT", num_partitions=4, nprobes=4, refine_factor=2, min_rows=100)
-    build_index(table, replace(args, max_candidate_fraction=1.0))
+    args = replace(args, max_candidate_fraction=1.0)
+    indexed_version = table.version
+    build_index(table, pre, args)
     q = torch.from_numpy(g[:3].astype(np.float64))
-    table.tbl.delete("example_id = 'e0' OR example_id = 'e1'")
-    res = topk(table, q, 5, "if", None, replace(args, max_candidate_fraction=1.0))
     scores = q @ torch.from_numpy(g.astype(np.float64)).T
+    pinned = topk(table, q, 5, "if", None, args, version=indexed_version, pre=pre)
+    assert pinned.method.startswith("index:IVF_FLAT")
+    assert pinned.example_ids == [[f"e{i}" for i in row] for row in scores.topk(5, dim=1).indices.tolist()]
+    torch.testing.assert_close(pinned.scores, scores.topk(5, dim=1).values, rtol=1e-12, atol=0.0)
+    table.tbl.delete("example_id = 'e0' OR example_id = 'e1'")
+    res = topk(table, q, 5, "if", None, args, pre=pre)
     scores[:, :2] = float("-inf")
     want = scores.topk(5, dim=1)
-    assert res.method.startswith("index:IVF_FLAT")
+    assert res.method == "exact"
     assert res.example_ids == [[f"e{i}" for i in row] for row in want.indices.tolist()]
     torch.testing.assert_close(res.scores, want.values, rtol=1e-12, atol=0.0)
+    # Without the checkpoint's preconditioner there is no whitened query: the scan answers.
+    assert topk(table, q, 5, "if", None, args, version=indexed_version).method == "exact"
 
 
 def test_default_codes_and_probes_scale_with_the_table():

@@ -108,3 +108,23 @@ def test_with_damping_ratio_equals_a_fresh_preconditioner(train_and_queries):
     fisher.update(G)
     again = fisher.preconditioner(0.1).with_damping_ratio(1.0)
     torch.testing.assert_close(again(Q), fisher.preconditioner(1.0)(Q), rtol=1e-10, atol=1e-14)
+
+
+def test_whitening_powers_equal_explicit_matrix_powers(train_and_queries):
+    logra, G, Q = train_and_queries
+    fisher = ProjectedFisher(logra.layout)
+    fisher.update(G)
+    pre = fisher.preconditioner(0.1)
+    white, half = pre.power(G, -0.5), pre.power(Q, 0.5)
+    for name, sl in pre.slices:
+        # The damped block explicitly, and its square roots by eigh of the explicit matrix.
+        block = G[:, sl].double().T @ G[:, sl].double() / G.shape[0]
+        vals, vecs = torch.linalg.eigh(block + pre.damping[name] * torch.eye(block.shape[0], dtype=torch.float64))
+        inv_sqrt = vecs @ torch.diag(vals**-0.5) @ vecs.T
+        sqrt = vecs @ torch.diag(vals**0.5) @ vecs.T
+        torch.testing.assert_close(white[:, sl], G[:, sl].double() @ inv_sqrt, rtol=1e-8, atol=1e-10)
+        torch.testing.assert_close(half[:, sl], Q[:, sl].double() @ sqrt, rtol=1e-8, atol=1e-10)
+    # Whitened vectors against the half power of the preconditioned queries give the influence.
+    torch.testing.assert_close(
+        pre.power(pre(Q.double()), 0.5) @ white.T, pre(Q.double()) @ G.double().T, rtol=1e-9, atol=1e-9
+    )
