@@ -182,7 +182,7 @@ def run_index(out: dict, dim: int, n_query: int, args: IndexArguments, sweep, re
             one_s, _ = best_of(lambda a=a, k=k: topk(table, q_pre[:1], k, "if", None, a, version, pre=pre), 3)
             rec = {
                 "k": k,
-                "nprobes": nprobes,
+                "nprobes": a.probes(out["index"]["num_partitions"]),
                 "refine": refine,
                 "method": found.method,
                 "recall": recall(found.example_ids, truth, k),
@@ -481,7 +481,7 @@ def main() -> None:
     ap.add_argument("--rescan", action="store_true", help="redo the scan phase even if its results exist")
     ap.add_argument("--skip-index", action="store_true")
     ap.add_argument("--time-scan", action="store_true", help="time the full scan again after the index sweep")
-    ap.add_argument("--sweep", default="5:5,10:5,20:5,20:10,40:10", help="nprobes:refine pairs")
+    ap.add_argument("--sweep", default="d:40", help="nprobes:refine pairs (nprobes d: the platform's share)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     if args.command == "e2e":
@@ -501,7 +501,8 @@ def main() -> None:
         rows_per_partition=args.rows_per_partition,
         min_rows=0,
     )
-    sweep = [tuple(int(v) for v in pair.split(":")) for pair in args.sweep.split(",")]
+    # "d" for nprobes: the platform's share of the lists (IndexArguments.probe_fraction)
+    sweep = [tuple(None if v == "d" else int(v) for v in pair.split(":")) for pair in args.sweep.split(",")]
     results = []
     for rows in args.rows:
         path = results_path(rows)

@@ -67,8 +67,9 @@ class IndexArguments:
 
     index_type: str = "IVF_PQ"
     num_partitions: int | None = None
-    # Measured at 1e6 x 4096 (benchmarks/RESULTS.md): 244 lists, 512-byte codes, a third of the lists
-    # probed and 40x re-ranking gave recall@10 0.958 (0.15 s per query against a 48 s scan).
+    # Measured at 1e6 x 4096, whitened (benchmarks/RESULTS.md): 244 lists, 512-byte codes, a third of
+    # the lists probed: recall@10 0.934 with 40x re-ranking, 0.956 with 80x (0.19 s per query
+    # against a 13-19 s one-query scan).
     rows_per_partition: int = 4096
     num_sub_vectors: int | None = None
     kmeans_sample: int = 32768
@@ -76,10 +77,10 @@ class IndexArguments:
     pq_sample: int = 8192
     nprobes: int | None = None
     probe_fraction: float = 1 / 3
-    refine_factor: int = 40
+    refine_factor: int = 80
     min_rows: int = 200_000
-    # Measured at 1e6 x 4096 on a warm 2-core machine (benchmarks/RESULTS.md): 256 queries x 400
-    # candidates (10% of the rows) took as long as the scan; one query 0.15 s against 48 s.
+    # Measured at 1e6 x 4096 on a warm 2-core machine (benchmarks/RESULTS.md): 256 queries x 800
+    # candidates (20% of the rows) took 48.5 s against the scan's 38.7 s; one query 0.19 s.
     max_candidate_fraction: float = 0.05
     seed: int = 0
 

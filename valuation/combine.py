@@ -44,10 +44,8 @@ def mean_abs_from_sample(scores: torch.Tensor, population: int) -> tuple[torch.T
     if m == 0:
         return torch.ones(a.shape[0], dtype=torch.float64), torch.zeros(a.shape[0], dtype=torch.float64)
     mean = a.mean(1)
-    if m >= population or m < 2:
-        se = torch.zeros_like(mean)
-    else:
-        se = a.std(1) / m**0.5 * (1 - m / population) ** 0.5
+    exact = m >= population or m < 2
+    se = torch.zeros_like(mean) if exact else a.std(1) / m**0.5 * (1 - m / population) ** 0.5
     defined = mean > 0
     rel = torch.where(defined, se / torch.where(defined, mean, torch.ones_like(mean)), torch.zeros_like(mean))
     return torch.where(defined, mean, torch.ones_like(mean)), rel
