@@ -16,8 +16,10 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Protocol
 
 import torch
+from torch import nn
 
 from benchmarks.accuracy.levers import (
     SINGLE_LEVERS,
@@ -113,8 +115,21 @@ def answer_only_batches(suite: LMSuite) -> list[dict]:
     return [suite.query_batches[0], query_batch(prompts, answers, tok.pad_token_id, suite.args.recipe.max_length)]
 
 
+class ScoringSuite(Protocol):
+    """What :func:`checkpoint_scores` reads of a suite (``LMSuite``, the fact Shapley suite)."""
+
+    train_batches: list[dict]
+    query_batches: list[dict]
+    owner: torch.Tensor
+
+    @property
+    def n_train(self) -> int: ...
+
+    def load(self, path: Path) -> nn.Module: ...
+
+
 def checkpoint_scores(
-    suite: LMSuite,
+    suite: ScoringSuite,
     path: Path,
     configs: list[LeverConfig],
     answer_only: list[LeverConfig],
