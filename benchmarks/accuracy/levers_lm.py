@@ -35,6 +35,7 @@ from valuation import default_lm_loss
 from valuation.combine import checkpoint_weights, combine_score_matrices
 from valuation.evaluate import (
     LDSArguments,
+    cached_ground_truth,
     ground_truth,
     lds,
     planted_accuracy,
@@ -200,20 +201,23 @@ OLD_DEFAULT = f"{LeverConfig().label()}, set normalised"
 NEW_DEFAULT = f"{LeverConfig(optimizer=True).label()}, set normalised, lr-weighted"
 
 
-def lds_levers(suite: LMSuite, methods: dict[str, torch.Tensor], lds_args: LDSArguments) -> dict:
+def lds_levers(suite: LMSuite, methods: dict[str, torch.Tensor], lds_args: LDSArguments, partial: bool = False) -> dict:
     """LDS of every method against the LM suite's ground truth (``benchmarks.accuracy.lm``: the same
     corpus, queries, recipe, subsets and cache, so the cells it retrained are reused), per query
     group, with the paired difference per query against the platform's old default (LoGra k=16,
-    checkpoint set, normalised, uniform) and its new one (+ Adam scaling, learning-rate weights)."""
+    checkpoint set, normalised, uniform) and its new one (+ Adam scaling, learning-rate weights).
+    ``partial``: only the subsets already retrained for every seed (:func:`cached_ground_truth`)."""
     task = suite.task()
     masks = sample_subsets(task.n_train, lds_args.subsets, lds_args.alpha, lds_args.subset_seed)
-    gt = ground_truth(
-        task.train_fn, task.measure_fn, masks, range(lds_args.seeds), lds_args.cache_dir, task.name, None, 1
-    )
+    seeds = range(lds_args.seeds)
+    if partial:
+        gt = cached_ground_truth(masks, seeds, lds_args.cache_dir, task.name)
+    else:
+        gt = ground_truth(task.train_fn, task.measure_fn, masks, seeds, lds_args.cache_dir, task.name, None, 1)
     groups = {"all": None, "held-out documents": suite.heldout_queries, "planted-fact queries": suite.fact_queries}
     report: dict = {
         "task": task.name,
-        "subsets": lds_args.subsets,
+        "subsets": int(gt.masks.shape[0]),
         "seeds": lds_args.seeds,
         "ceiling": {g: gt.reliability(q) for g, q in groups.items()},
         "methods": {},
@@ -242,6 +246,7 @@ def main() -> None:
     )
     parser.add_argument("--subsets", type=int, default=50, help="of that ground truth (as benchmarks.accuracy.lm)")
     parser.add_argument("--seeds", type=int, default=2, help="of that ground truth (as benchmarks.accuracy.lm)")
+    parser.add_argument("--partial", action="store_true", help="LDS on the subsets already retrained (no retraining)")
     parser.add_argument("--no-tail-patch", action="store_true")
     parser.add_argument("--out", type=Path, default=OUT)
     a = parser.parse_args()
@@ -269,9 +274,10 @@ def main() -> None:
     if a.lds:
         t_lds = time.time()
         lds_args = LDSArguments(a.subsets, a.seeds, 0.5, 0, 1, a.out / "cache")
-        lds_report = {"weights": weights, **lds_levers(suite, methods, lds_args)}
+        lds_report = {"weights": weights, **lds_levers(suite, methods, lds_args, a.partial)}
         lds_report["seconds"] = time.time() - t_lds
-        (a.out / f"levers-lm-lds-{name}.json").write_text(json.dumps(lds_report, indent=2))
+        tag = f"-{lds_report['subsets']}x{a.seeds}" if a.partial else ""
+        (a.out / f"levers-lm-lds-{name}{tag}.json").write_text(json.dumps(lds_report, indent=2))
         print_lds(lds_report)
     shapley_path = a.out / f"shapley-{name}.pt"
     saved_shapley = torch.load(shapley_path) if shapley_path.exists() else None
