@@ -207,6 +207,8 @@ def main() -> None:
             (values.argmax(1) == torch.tensor([PROVIDERS.index(q["planted_by"]) for q in suite.facts])).double().mean()
         ),
         "pro-rata": shapley_agreement(pro_rata_credit(suite.groups, n_p, len(values)), values),
+        # the noise floor: one seed's Shapley values against another's (as credit against truth)
+        "seed_agreement": shapley_agreement(res.per_seed[0], res.per_seed[1]) if a.seeds > 1 else None,
         "methods": {},
     }
     for label, s in methods.items():
@@ -221,7 +223,11 @@ def main() -> None:
             entry[policy]["l1 vs new default"] = paired(entry[policy]["per_query_l1"], new)
     report["seconds"] = time.time() - t0
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / f"shapley-{name}.json").write_text(json.dumps(report, indent=2))
+    tag = "" if a.seeds == 1 else f"-s{a.seeds}"
+    (a.out / f"shapley-{name}{tag}.json").write_text(json.dumps(report, indent=2))
+    if report["seed_agreement"] is not None:
+        r = report["seed_agreement"]
+        print(f"seed 0 vs seed 1: L1 {r['l1']['mean']:.3f} ± {r['l1']['se']:.3f} top1 {r['top1']['mean']:.3f}")
     r = report["pro-rata"]
     print(f"pro-rata L1 {r['l1']['mean']:.3f} ± {r['l1']['se']:.3f} top1 {r['top1']['mean']:.3f}")
     print("| credit | policy | L1 to Shapley shares | top-1 agrees | Spearman | L1 vs old default (paired) |")
