@@ -8,6 +8,11 @@ what Hugging Face Trainer saves (``optimizer.pt``: AdamW state, parameter names 
 ``trainer_state.json``: ``log_history`` with the learning rate of every step), so the optimizer
 lever and the trajectory weights read what a real training run leaves behind.
 Writes ``benchmarks/accuracy/out/levers-lm-<corpus>.json``.
+
+``--lds [--subsets 50 --seeds 2]``: LDS of every lever against the LM suite's ground truth
+(``benchmarks.accuracy.lm``'s task, subsets and cache; missing cells are retrained, resumably;
+``--partial`` uses only the subsets already retrained), per query group, paired per query against
+the old and the new default; writes ``levers-lm-lds-<corpus>[-<subsets>x<seeds>].json``.
 """
 
 from __future__ import annotations
