@@ -160,6 +160,25 @@ def ground_truth(
     return GroundTruth(masks, measurements)
 
 
+def cached_ground_truth(masks: torch.Tensor, seeds: Sequence[int], cache_dir: str | Path, key: str = "") -> GroundTruth:
+    """The part of :func:`ground_truth` (same ``masks``, ``cache_dir`` and ``key``) already in its
+    cache, retraining nothing: the subsets whose cells exist for every seed, in order (e.g. to
+    score against a ground truth another process is still computing, or one stopped early)."""
+    seeds = list(seeds)
+    path = Path(cache_dir) / f"ground-truth-{_cache_digest(masks, key)}.pt"
+    cells: dict[tuple[int, int], torch.Tensor] = {}
+    if path.exists():
+        saved = torch.load(path)
+        if not torch.equal(saved["masks"], masks):
+            raise ValueError(f"{path}: cached masks differ from the requested ones (digest collision?)")
+        cells = saved["cells"]
+    done = [m for m in range(masks.shape[0]) if all((m, s) in cells for s in seeds)]
+    if not done:
+        return GroundTruth(masks[:0], torch.zeros(0, len(seeds), 0, dtype=torch.float64))
+    measurements = torch.stack([torch.stack([cells[(m, s)] for s in seeds]) for m in done])
+    return GroundTruth(masks[done], measurements)
+
+
 @dataclass
 class LDSResult:
     mean: float

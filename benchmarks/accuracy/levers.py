@@ -58,7 +58,24 @@ SINGLE_LEVERS = (  # the default, then each lever alone
 )
 
 
-def lever_scores(
+@dataclass
+class LeverGradients:
+    """What every config with the same :func:`gradient_key` shares: the fitted LoGra, the train
+    vectors that are scored, the rows the Fisher is made of, and the query vectors."""
+
+    logra: LoGra
+    train: torch.Tensor  # (n_train, dim), the data's labels
+    fisher_rows: torch.Tensor  # ``train`` (empirical Fisher) or sampled-label gradients
+    query: torch.Tensor  # (n_query, dim)
+
+
+def gradient_key(cfg: LeverConfig) -> tuple:
+    """Configs with equal keys share :func:`lever_gradients` (mode, damping and mixing do not
+    change the gradients)."""
+    return (cfg.k, cfg.init, cfg.optimizer, cfg.fisher)
+
+
+def lever_gradients(
     model: nn.Module,
     train_batches: Sequence[Any],
     query_batches: Sequence[Any],
@@ -69,9 +86,9 @@ def lever_scores(
     second_moments: Mapping[str, torch.Tensor] | None = None,
     owner: torch.Tensor | None = None,
     n_train: int | None = None,
-) -> torch.Tensor:
-    """``(n_query, n_train)`` scores; with ``owner`` ``(n_rows,)`` train rows (sequences) are summed
-    into ``n_train`` documents before the Fisher and the scores, as the LM suite does."""
+) -> LeverGradients:
+    """Fit LoGra for ``cfg`` and project the train rows and the queries; with ``owner``
+    ``(n_rows,)`` train rows (sequences) are summed into ``n_train`` documents, as the LM suite does."""
     logra = LoGra(
         model,
         LoGraConfig(k_in=cfg.k, k_out=cfg.k, init=cfg.init, include=include, seed=0, optimizer_scaling=cfg.optimizer),
@@ -92,14 +109,43 @@ def lever_scores(
 
     g = rows(train_batches, loss_fn)
     q = torch.cat([logra.gradients(b, loss_fn=loss_fn) for b in query_batches])
-    fisher = ProjectedFisher(logra.layout)
-    fisher.update(rows(train_batches, SampledLabelLoss(1, kind)) if sampled else g)
+    fisher_rows = rows(train_batches, SampledLabelLoss(1, kind)) if sampled else g
+    return LeverGradients(logra, g, fisher_rows, q)
+
+
+def scores_from_gradients(grads: LeverGradients, cfg: LeverConfig, query: torch.Tensor | None = None) -> torch.Tensor:
+    """``(n_query, n_train)`` scores of ``cfg`` from shared gradients (``query``: other query
+    vectors of the same LoGra, e.g. answer-only losses, in place of ``grads.query``)."""
+    q = grads.query if query is None else query
+    g = grads.train
+    fisher = ProjectedFisher(grads.logra.layout)
+    fisher.update(grads.fisher_rows)
     if cfg.mix_alpha:
-        query_fisher = ProjectedFisher(logra.layout)
+        query_fisher = ProjectedFisher(grads.logra.layout)
         query_fisher.update(q)
         fisher = mixed_fisher(fisher, query_fisher, cfg.mix_alpha)
     pre = fisher.preconditioner(cfg.damping, rule=cfg.damping_rule)
     return influence_scores(pre(q), g, cfg.mode, self_influence(g, pre), self_influence(q, pre)).double()
+
+
+def lever_scores(
+    model: nn.Module,
+    train_batches: Sequence[Any],
+    query_batches: Sequence[Any],
+    loss_fn: Callable[[nn.Module, Any], torch.Tensor],
+    cfg: LeverConfig,
+    kind: str,
+    include: tuple[str, ...] = ("mlp", "attn"),
+    second_moments: Mapping[str, torch.Tensor] | None = None,
+    owner: torch.Tensor | None = None,
+    n_train: int | None = None,
+) -> torch.Tensor:
+    """``(n_query, n_train)`` scores; with ``owner`` ``(n_rows,)`` train rows (sequences) are summed
+    into ``n_train`` documents before the Fisher and the scores, as the LM suite does."""
+    grads = lever_gradients(
+        model, train_batches, query_batches, loss_fn, cfg, kind, include, second_moments, owner, n_train
+    )
+    return scores_from_gradients(grads, cfg)
 
 
 def paired(a: Sequence[float], b: Sequence[float]) -> dict:

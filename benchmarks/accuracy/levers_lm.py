@@ -8,6 +8,11 @@ what Hugging Face Trainer saves (``optimizer.pt``: AdamW state, parameter names 
 ``trainer_state.json``: ``log_history`` with the learning rate of every step), so the optimizer
 lever and the trajectory weights read what a real training run leaves behind.
 Writes ``benchmarks/accuracy/out/levers-lm-<corpus>.json``.
+
+``--lds [--subsets 50 --seeds 2]``: LDS of every lever against the LM suite's ground truth
+(``benchmarks.accuracy.lm``'s task, subsets and cache; missing cells are retrained, resumably;
+``--partial`` uses only the subsets already retrained), per query group, paired per query against
+the old and the new default; writes ``levers-lm-lds-<corpus>[-<subsets>x<seeds>].json``.
 """
 
 from __future__ import annotations
@@ -16,17 +21,32 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Protocol
 
 import torch
+from torch import nn
 
-from benchmarks.accuracy.levers import SINGLE_LEVERS, LeverConfig, lever_scores, paired
+from benchmarks.accuracy.levers import (
+    SINGLE_LEVERS,
+    LeverConfig,
+    LeverGradients,
+    gradient_key,
+    lever_gradients,
+    paired,
+    scores_from_gradients,
+)
 from benchmarks.accuracy.lm import OUT, LMSuite, LMSuiteArguments, sequence_losses
 from valuation import default_lm_loss
 from valuation.combine import checkpoint_weights, combine_score_matrices
 from valuation.evaluate import (
+    LDSArguments,
+    cached_ground_truth,
+    ground_truth,
+    lds,
     planted_accuracy,
     pro_rata_credit,
     provider_credit,
+    sample_subsets,
     shapley_agreement,
     tail_patch_check,
 )
@@ -101,36 +121,73 @@ def answer_only_batches(suite: LMSuite) -> list[dict]:
     return [suite.query_batches[0], query_batch(prompts, answers, tok.pad_token_id, suite.args.recipe.max_length)]
 
 
+class ScoringSuite(Protocol):
+    """What :func:`checkpoint_scores` reads of a suite (``LMSuite``, the fact Shapley suite)."""
+
+    train_batches: list[dict]
+    query_batches: list[dict]
+    owner: torch.Tensor
+
+    @property
+    def n_train(self) -> int: ...
+
+    def load(self, path: Path) -> nn.Module: ...
+
+
+def checkpoint_scores(
+    suite: ScoringSuite,
+    path: Path,
+    configs: list[LeverConfig],
+    answer_only: list[LeverConfig],
+    answer_batches: list[dict],
+) -> dict[str, torch.Tensor]:
+    """Every config's scores at one checkpoint; configs with the same :func:`gradient_key` share
+    one fit and one gradient pass. ``answer_only`` configs score the planted-fact queries with
+    ``answer_batches`` (label suffix ", answer-only")."""
+    model = suite.load(path)
+    moments = load_hf_optimizer_state(model, path)
+    shared: dict[tuple, LeverGradients] = {}
+
+    def grads(cfg: LeverConfig) -> LeverGradients:
+        key = gradient_key(cfg)
+        if key not in shared:
+            shared[key] = lever_gradients(
+                model,
+                suite.train_batches,
+                suite.query_batches,
+                default_lm_loss,
+                cfg,
+                "lm",
+                second_moments=moments,
+                owner=suite.owner,
+                n_train=suite.n_train,
+            )
+        return shared[key]
+
+    out = {cfg.label(): scores_from_gradients(grads(cfg), cfg) for cfg in configs}
+    for cfg in answer_only:
+        g = grads(cfg)
+        q = torch.cat([g.logra.gradients(b, loss_fn=default_lm_loss) for b in answer_batches])
+        out[cfg.label() + ", answer-only"] = scores_from_gradients(g, cfg, q)
+    return out
+
+
 def score_levers(
     suite: LMSuite,
     paths: list[Path],
     weights: list[float],
     t0: float,
     configs: list[LeverConfig] = CONFIGS,
-    suffix: str = "",
+    answer_only: list[LeverConfig] = ANSWER_ONLY,
 ) -> dict[str, torch.Tensor]:
-    """Every lever at every checkpoint, combined per checkpoint set; lexical baselines beside
-    (``suffix`` ", answer-only": planted-fact queries with :func:`answer_only_batches`)."""
-    query_batches = answer_only_batches(suite) if suffix else suite.query_batches
+    """Every lever at every checkpoint (:func:`checkpoint_scores`), combined per checkpoint set;
+    lexical baselines beside."""
+    answer_batches = answer_only_batches(suite)
     per_ck: dict[str, list[torch.Tensor]] = {}
     for path in paths:
-        model = suite.load(path)
-        moments = load_hf_optimizer_state(model, path)
-        for cfg in configs:
-            per_ck.setdefault(cfg.label() + suffix, []).append(
-                lever_scores(
-                    model,
-                    suite.train_batches,
-                    query_batches,
-                    default_lm_loss,
-                    cfg,
-                    "lm",
-                    second_moments=moments,
-                    owner=suite.owner,
-                    n_train=suite.n_train,
-                )
-            )
-            print(path.name, cfg.label() + suffix, f"{time.time() - t0:.0f} s", flush=True)
+        for label, scores in checkpoint_scores(suite, path, configs, answer_only, answer_batches).items():
+            per_ck.setdefault(label, []).append(scores)
+        print(path.name, f"{len(configs) + len(answer_only)} configs, {time.time() - t0:.0f} s", flush=True)
     methods: dict[str, torch.Tensor] = {}
     for label, scores in per_ck.items():
         methods[f"{label}, final checkpoint"] = scores[-1]
@@ -142,9 +199,45 @@ def score_levers(
 
     methods["TF-IDF, character 3-5-grams"] = tfidf_similarity(suite.query_texts, suite.texts)
     methods["BM25"] = bm25_scores(suite.query_texts, suite.texts)
-    if suffix:
-        return {k: v for k, v in methods.items() if suffix in k}
     return methods
+
+
+OLD_DEFAULT = f"{LeverConfig().label()}, set normalised"
+NEW_DEFAULT = f"{LeverConfig(optimizer=True).label()}, set normalised, lr-weighted"
+
+
+def lds_levers(suite: LMSuite, methods: dict[str, torch.Tensor], lds_args: LDSArguments, partial: bool = False) -> dict:
+    """LDS of every method against the LM suite's ground truth (``benchmarks.accuracy.lm``: the same
+    corpus, queries, recipe, subsets and cache, so the cells it retrained are reused), per query
+    group, with the paired difference per query against the platform's old default (LoGra k=16,
+    checkpoint set, normalised, uniform) and its new one (+ Adam scaling, learning-rate weights).
+    ``partial``: only the subsets already retrained for every seed (:func:`cached_ground_truth`)."""
+    task = suite.task()
+    masks = sample_subsets(task.n_train, lds_args.subsets, lds_args.alpha, lds_args.subset_seed)
+    seeds = range(lds_args.seeds)
+    if partial:
+        gt = cached_ground_truth(masks, seeds, lds_args.cache_dir, task.name)
+    else:
+        gt = ground_truth(task.train_fn, task.measure_fn, masks, seeds, lds_args.cache_dir, task.name, None, 1)
+    groups = {"all": None, "held-out documents": suite.heldout_queries, "planted-fact queries": suite.fact_queries}
+    report: dict = {
+        "task": task.name,
+        "subsets": int(gt.masks.shape[0]),
+        "seeds": lds_args.seeds,
+        "ceiling": {g: gt.reliability(q) for g, q in groups.items()},
+        "methods": {},
+    }
+    per_query = {name: lds(s, gt).per_query.tolist() for name, s in methods.items()}
+    for name, s in methods.items():
+        entry: dict = {}
+        for g, q in groups.items():
+            r = lds(s, gt, q)
+            entry[g] = {"mean": r.mean, "se": r.se}
+        entry["vs old default"] = paired(per_query[name], per_query[OLD_DEFAULT])
+        entry["vs new default"] = paired(per_query[name], per_query[NEW_DEFAULT])
+        entry["per_query"] = per_query[name]
+        report["methods"][name] = entry
+    return report
 
 
 def main() -> None:
@@ -153,6 +246,13 @@ def main() -> None:
     parser.add_argument("--fact-repeats", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=24, help="of the demo recipe (24)")
     parser.add_argument("--quick", action="store_true", help="only the default and the mixed/cosine/Adam levers")
+    parser.add_argument(
+        "--lds", action="store_true", help="LDS against the LM suite's ground truth (retrains missing cells)"
+    )
+    parser.add_argument("--subsets", type=int, default=50, help="of that ground truth (as benchmarks.accuracy.lm)")
+    parser.add_argument("--seeds", type=int, default=2, help="of that ground truth (as benchmarks.accuracy.lm)")
+    parser.add_argument("--partial", action="store_true", help="LDS on the subsets already retrained (no retraining)")
+    parser.add_argument("--no-tail-patch", action="store_true")
     parser.add_argument("--out", type=Path, default=OUT)
     a = parser.parse_args()
     torch.set_num_threads(1)
@@ -170,10 +270,20 @@ def main() -> None:
     saved = suite.workdir / "lever-scores.pt"
     # Scores are kept: a rerun only re-reads the Shapley values and re-reports.
     configs = QUICK if a.quick else CONFIGS
-    methods = torch.load(saved)["scores"] if saved.exists() else score_levers(suite, paths, weights, t0, configs)
-    if not any("answer-only" in k for k in methods):
-        methods.update(score_levers(suite, paths, weights, t0, ANSWER_ONLY, ", answer-only"))
-    torch.save({"scores": methods, "weights": weights}, saved)
+    if saved.exists():
+        methods = torch.load(saved)["scores"]
+    else:
+        methods = score_levers(suite, paths, weights, t0, configs)
+        torch.save({"scores": methods, "weights": weights}, saved)
+    print(f"scores {time.time() - t0:.0f} s", flush=True)
+    if a.lds:
+        t_lds = time.time()
+        lds_args = LDSArguments(a.subsets, a.seeds, 0.5, 0, 1, a.out / "cache")
+        lds_report = {"weights": weights, **lds_levers(suite, methods, lds_args, a.partial)}
+        lds_report["seconds"] = time.time() - t_lds
+        tag = f"-{lds_report['subsets']}x{a.seeds}" if a.partial else ""
+        (a.out / f"levers-lm-lds-{name}{tag}.json").write_text(json.dumps(lds_report, indent=2))
+        print_lds(lds_report)
     shapley_path = a.out / f"shapley-{name}.pt"
     saved_shapley = torch.load(shapley_path) if shapley_path.exists() else None
     shapley = saved_shapley["values"] if saved_shapley is not None else None
@@ -208,9 +318,9 @@ def main() -> None:
                     entry[f"shapley {policy}"]["per_query_l1"], base[f"shapley {policy}"]["per_query_l1"]
                 )
     patch_path = suite.workdir / "tail-patch.json"
-    if not patch_path.exists():
+    if not patch_path.exists() and not a.no_tail_patch:
         patch_path.write_text(json.dumps(tail_patch(suite, paths[-1], methods)))
-    report["tail_patch"] = json.loads(patch_path.read_text())
+    report["tail_patch"] = json.loads(patch_path.read_text()) if patch_path.exists() else None
     report["seconds"] = time.time() - t0
     (a.out / f"levers-lm-{name}.json").write_text(json.dumps(report, indent=2))
     for label, e in report["methods"].items():
@@ -219,6 +329,22 @@ def main() -> None:
             r = e["shapley topk_share"]
             line += f"  shapley L1 {r['l1']['mean']:.3f} top1 {r['top1']['mean']:.3f}"
         print(line)
+
+
+def print_lds(report: dict) -> None:
+    """Markdown rows: LDS per group and the paired differences, best first."""
+    print(f"ceiling {report['ceiling']}")
+    print("| method | LDS, all | held-out | planted-fact | vs old default | wins | vs new default |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, e in sorted(report["methods"].items(), key=lambda kv: -kv[1]["all"]["mean"]):
+        cells = " | ".join(
+            f"{e[g]['mean']:.3f} ± {e[g]['se']:.3f}" for g in ("all", "held-out documents", "planted-fact queries")
+        )
+        old, new = e["vs old default"], e["vs new default"]
+        print(
+            f"| {name} | {cells} | {old['diff']:+.3f} ± {old['se']:.3f} | {old['wins']}/{old['n']} "
+            f"| {new['diff']:+.3f} ± {new['se']:.3f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from valuation.evaluate import (
     GroundTruth,
     LDSArguments,
     brittleness,
+    cached_ground_truth,
     evaluate_task,
     ground_truth,
     lds,
@@ -125,6 +126,30 @@ def test_ground_truth_cells_resume_extend_and_match_in_forked_workers(tmp_path):
     assert len(calls) == 18 and torch.equal(more.measurements[:, :2], serial.measurements)
     forked = ground_truth(train_fn, measure_fn, masks, [0, 1], tmp_path / "b", key="w", workers=2)
     assert torch.equal(forked.measurements, serial.measurements)
+
+
+def test_cached_ground_truth_reads_the_finished_subsets_without_retraining(tmp_path):
+    """An interrupted run leaves some cells; the cached view holds the subsets finished for every
+    seed, equal to the full run's, and retrains nothing."""
+    _, train_fn, measure_fn = linear_world()
+    masks = sample_subsets(N, 6, 0.5, seed=5)
+    calls = []
+
+    def stops_after_five(mask, seed):
+        calls.append(seed)
+        if len(calls) > 5:
+            raise RuntimeError("stopped")
+        return train_fn(mask, seed)
+
+    with pytest.raises(RuntimeError, match="stopped"):
+        ground_truth(stops_after_five, measure_fn, masks, [0, 1], tmp_path, key="p")
+    partial = cached_ground_truth(masks, [0, 1], tmp_path, key="p")  # cells (0..1, 0..1) and (2, 0)
+    assert len(calls) == 6 and partial.measurements.shape == (2, 2, Q)
+    assert torch.equal(partial.masks, masks[:2])
+    assert cached_ground_truth(masks, [0], tmp_path, key="p").measurements.shape == (3, 1, Q)
+    full = ground_truth(train_fn, measure_fn, masks, [0, 1], tmp_path, key="p")
+    assert torch.equal(full.measurements[:2], partial.measurements)
+    assert cached_ground_truth(masks, [0], tmp_path / "none", key="p").measurements.shape[0] == 0
 
 
 def test_provider_credit_policies_match_hand_sums():
