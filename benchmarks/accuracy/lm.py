@@ -50,6 +50,24 @@ OUT = Path(__file__).resolve().parent / "out"
 CHUNK = 16  # sequences per gradient batch
 
 
+def untrained_model(recipe, tokenizer, seed: int):
+    """The recipe's GPT-2 at its seeded initialisation: the model of the empty subset/coalition."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=recipe.max_length,
+        n_embd=recipe.n_embd,
+        n_layer=recipe.n_layer,
+        n_head=recipe.n_head,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return GPT2LMHeadModel(config).eval()
+
+
 @dataclass(frozen=True)
 class LMSuiteArguments:
     """The corpus, the held-out queries and the recipe (the demo's unless ``smoke``)."""
@@ -143,22 +161,10 @@ class LMSuite:
     def train_model(self, mask: torch.Tensor, seed: int) -> nn.Module:
         """The final model of the recipe on ``mask``; for an empty mask (the empty coalition of
         provider Shapley) the recipe's model before any step."""
-        from transformers import GPT2Config, GPT2LMHeadModel
+        from transformers import GPT2LMHeadModel
 
         if not mask.any():
-            r, tok = self.args.recipe, self.tokenizer
-            torch.manual_seed(seed)
-            config = GPT2Config(
-                vocab_size=len(tok),
-                n_positions=r.max_length,
-                n_embd=r.n_embd,
-                n_layer=r.n_layer,
-                n_head=r.n_head,
-                bos_token_id=tok.eos_token_id,
-                eos_token_id=tok.eos_token_id,
-                pad_token_id=tok.pad_token_id,
-            )
-            return GPT2LMHeadModel(config).eval()
+            return untrained_model(self.args.recipe, self.tokenizer, seed)
         with tempfile.TemporaryDirectory() as tmp:
             final = self.train(mask, seed, Path(tmp))[-1]
             return GPT2LMHeadModel.from_pretrained(final).eval()

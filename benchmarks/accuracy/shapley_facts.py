@@ -36,7 +36,7 @@ from torch import nn
 from benchmarks.accuracy.facts import PROVIDERS, FactSuiteArguments, generate
 from benchmarks.accuracy.levers import LeverConfig, paired
 from benchmarks.accuracy.levers_lm import checkpoint_scores
-from benchmarks.accuracy.lm import CHUNK, OUT, sequence_losses
+from benchmarks.accuracy.lm import CHUNK, OUT, sequence_losses, untrained_model
 from flows.demo.model import TrainArguments, train_demo_model, train_tokenizer
 from valuation import pad_batch, query_batch
 from valuation.baselines import tfidf_similarity
@@ -100,22 +100,10 @@ class FactShapleySuite:
 
     def train_model(self, mask: torch.Tensor, seed: int) -> nn.Module:
         """The recipe's final model on ``mask``; the untrained model for the empty coalition."""
-        from transformers import GPT2Config, GPT2LMHeadModel
+        from transformers import GPT2LMHeadModel
 
         if not mask.any():
-            r, tok = self.recipe, self.tokenizer
-            torch.manual_seed(seed)
-            config = GPT2Config(
-                vocab_size=len(tok),
-                n_positions=r.max_length,
-                n_embd=r.n_embd,
-                n_layer=r.n_layer,
-                n_head=r.n_head,
-                bos_token_id=tok.eos_token_id,
-                eos_token_id=tok.eos_token_id,
-                pad_token_id=tok.pad_token_id,
-            )
-            return GPT2LMHeadModel(config).eval()
+            return untrained_model(self.recipe, self.tokenizer, seed)
         with tempfile.TemporaryDirectory() as tmp:
             final = self.train(mask, seed, Path(tmp), 1, False)[-1]
             return GPT2LMHeadModel.from_pretrained(final).eval()
