@@ -221,6 +221,35 @@ def mixed_fisher(train: ProjectedFisher, query: ProjectedFisher, alpha: float) -
     return ProjectedFisher.from_matrices(train.layout, mats)
 
 
+def unrolled_filter(eigvals: torch.Tensor, horizon: float) -> torch.Tensor:
+    """``(1 − e^{−Tσ}) / σ`` per eigenvalue ``σ`` (``T`` at ``σ = 0``), ``T`` = ``horizon``.
+
+    A segment of gradient descent with learning-rate mass ``T = Σ η_t`` on a loss whose Hessian is
+    ``H`` turns a constant gradient ``g`` into the parameter change ``−(I − e^{−TH}) H⁻¹ g``
+    (the continuous limit of ``Σ_t (I − ηH)^t η``): SOURCE's per-segment estimate. Directions the
+    segment learned (``Tσ ≫ 1``) get the inverse ``1/σ``; the rest keep ``T``, a gradient dot
+    product weighted by how much the segment moved, instead of a damping constant.
+    """
+    if horizon <= 0:
+        raise ValueError(f"horizon must be positive, got {horizon}")
+    vals = eigvals.double().clamp_min(0.0)
+    out = torch.full_like(vals, float(horizon))
+    pos = vals * horizon > 1e-12
+    out[pos] = -torch.expm1(-horizon * vals[pos]) / vals[pos]
+    return out
+
+
+def unrolled_preconditioner(pre: Preconditioner, horizon: Mapping[str, float] | float) -> Preconditioner:
+    """The segment estimate of :func:`unrolled_filter` from ``pre``'s eigendecomposition of ``H``:
+    a :class:`Preconditioner` whose inverse is ``V diag((1 − e^{−Tσ})/σ) Vᵀ`` per module (its
+    ``power`` and self-influence follow the same matrix). ``horizon``: ``T`` (one, or per module)."""
+    eigvals, damping = {}, {}
+    for name, vals in pre.eigvals.items():
+        t = float(horizon[name]) if isinstance(horizon, Mapping) else float(horizon)
+        eigvals[name], damping[name] = 1.0 / unrolled_filter(vals, t), 0.0
+    return Preconditioner(pre.layout, eigvals, pre.eigvecs, damping)
+
+
 class Preconditioner:
     """Applies ``(H_l + λ_l I)^-1`` module by module to ``(batch, dim)`` vectors."""
 

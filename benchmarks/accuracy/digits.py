@@ -107,7 +107,9 @@ def run(
     brittle_ks: tuple[int, ...] = (5, 10, 20, 40),
     workers: int = 1,
     ekfac_python: str | None = None,
+    ks: tuple[int, ...] = (8, 16, 32, 64),
 ) -> dict:
+    """Suite (a) end to end; ``ks``: the LoGra ranks scored (k=64 costs a 4,096² eigendecomposition per layer)."""
     torch.set_num_threads(1)
     xtr, ytr, xq, yq = load(n_train, n_query)
     t0 = time.time()
@@ -130,7 +132,7 @@ def run(
     )
     t_gt = time.time() - t0
     full = train_fn(torch.ones(n_train, dtype=torch.bool), 0)
-    methods = all_methods(full, xtr, ytr, xq, yq)
+    methods = all_methods(full, xtr, ytr, xq, yq, ks)
     if ekfac_python:
         methods.update(ekfac_peer(full, ekfac_python, out_dir, n_train, n_query))
     results = {name: lds(scores, gt) for name, scores in methods.items()}

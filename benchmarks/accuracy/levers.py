@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from valuation import LoGra, LoGraConfig, ProjectedFisher, influence_scores, self_influence
-from valuation.fisher import mixed_fisher
+from valuation.fisher import mixed_fisher, unrolled_preconditioner
 from valuation.loss import SampledLabelLoss
 
 
@@ -31,6 +31,9 @@ class LeverConfig:
     mode: str = "if"
     damping: float = 0.1
     damping_rule: str = "mean_ratio"
+    # SOURCE-style segment estimate (valuation.fisher.unrolled_filter) in place of the damped inverse:
+    # horizon T = horizon × (the segment's share of the run's learning-rate mass) / mean eigenvalue.
+    horizon: float = 0.0
 
     def label(self) -> str:
         parts = [f"LoGra {self.init} k={self.k}"]
@@ -42,7 +45,9 @@ class LeverConfig:
             parts.append(f"mixed α={self.mix_alpha}")
         if self.mode != "if":
             parts.append(self.mode)
-        if self.damping_rule != "mean_ratio" or self.damping != 0.1:
+        if self.horizon:
+            parts.append(f"unrolled segments c={self.horizon:g}")
+        elif self.damping_rule != "mean_ratio" or self.damping != 0.1:
             parts.append(f"damping {self.damping_rule} {self.damping}")
         return ", ".join(parts)
 
@@ -113,9 +118,12 @@ def lever_gradients(
     return LeverGradients(logra, g, fisher_rows, q)
 
 
-def scores_from_gradients(grads: LeverGradients, cfg: LeverConfig, query: torch.Tensor | None = None) -> torch.Tensor:
+def scores_from_gradients(
+    grads: LeverGradients, cfg: LeverConfig, query: torch.Tensor | None = None, segment: float = 1.0
+) -> torch.Tensor:
     """``(n_query, n_train)`` scores of ``cfg`` from shared gradients (``query``: other query
-    vectors of the same LoGra, e.g. answer-only losses, in place of ``grads.query``)."""
+    vectors of the same LoGra, e.g. answer-only losses, in place of ``grads.query``; ``segment``:
+    the share of the run's learning-rate mass in the segment this checkpoint ends, for ``horizon``)."""
     q = grads.query if query is None else query
     g = grads.train
     fisher = ProjectedFisher(grads.logra.layout)
@@ -125,6 +133,9 @@ def scores_from_gradients(grads: LeverGradients, cfg: LeverConfig, query: torch.
         query_fisher.update(q)
         fisher = mixed_fisher(fisher, query_fisher, cfg.mix_alpha)
     pre = fisher.preconditioner(cfg.damping, rule=cfg.damping_rule)
+    if cfg.horizon:
+        t = {name: cfg.horizon * segment / max(float(v.mean()), 1e-300) for name, v in pre.eigvals.items()}
+        pre = unrolled_preconditioner(pre, t)
     return influence_scores(pre(q), g, cfg.mode, self_influence(g, pre), self_influence(q, pre)).double()
 
 

@@ -140,10 +140,13 @@ def checkpoint_scores(
     configs: list[LeverConfig],
     answer_only: list[LeverConfig],
     answer_batches: list[dict],
+    segments: dict[str, float] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every config's scores at one checkpoint; configs with the same :func:`gradient_key` share
     one fit and one gradient pass. ``answer_only`` configs score the planted-fact queries with
-    ``answer_batches`` (label suffix ", answer-only")."""
+    ``answer_batches`` (label suffix ", answer-only"). Configs with a ``horizon`` are scored once
+    per checkpoint set in ``segments`` (set name → this checkpoint's share of the run's learning-rate
+    mass in that set), labelled ``"<label> [<set name>]"``."""
     model = suite.load(path)
     moments = load_hf_optimizer_state(model, path)
     shared: dict[tuple, LeverGradients] = {}
@@ -164,7 +167,13 @@ def checkpoint_scores(
             )
         return shared[key]
 
-    out = {cfg.label(): scores_from_gradients(grads(cfg), cfg) for cfg in configs}
+    out = {}
+    for cfg in configs:
+        if not cfg.horizon:
+            out[cfg.label()] = scores_from_gradients(grads(cfg), cfg)
+            continue
+        for set_name, share in (segments or {}).items():
+            out[f"{cfg.label()} [{set_name}]"] = scores_from_gradients(grads(cfg), cfg, segment=share)
     for cfg in answer_only:
         g = grads(cfg)
         q = torch.cat([g.logra.gradients(b, loss_fn=default_lm_loss) for b in answer_batches])
@@ -172,28 +181,77 @@ def checkpoint_scores(
     return out
 
 
+# Trajectory density: the full model saved every 2 epochs; its sub-trajectories of 3 (the recipe's
+# own checkpoints, epochs 8/16/24), 6 and 12 checkpoints are scored from the same gradients.
+TRAJECTORY = [
+    LeverConfig(),
+    LeverConfig(optimizer=True),
+    LeverConfig(optimizer=True, fisher="sampled"),
+    LeverConfig(optimizer=True, k=32),
+    LeverConfig(optimizer=True, fisher="sampled", k=32),
+    *(LeverConfig(optimizer=True, horizon=c) for c in (3.0, 30.0, 300.0)),
+    *(LeverConfig(horizon=c) for c in (3.0, 30.0, 300.0)),
+]
+
+
+def sub_trajectories(n: int, base: int) -> dict[int, list[int]]:
+    """Evenly spaced sub-sets of ``n`` checkpoints, each ending at the last: ``{size: indices}`` for
+    every size that divides ``n`` and is a multiple of ``base`` (the recipe's own set is ``base``)."""
+    return {m: [n // m * (i + 1) - 1 for i in range(m)] for m in range(base, n + 1, base) if n % m == 0}
+
+
 def score_levers(
     suite: LMSuite,
     paths: list[Path],
-    weights: list[float],
+    trainer_state: Path,
     t0: float,
     configs: list[LeverConfig] = CONFIGS,
     answer_only: list[LeverConfig] = ANSWER_ONLY,
 ) -> dict[str, torch.Tensor]:
-    """Every lever at every checkpoint (:func:`checkpoint_scores`), combined per checkpoint set;
-    lexical baselines beside."""
-    answer_batches = answer_only_batches(suite)
+    """Every lever at every checkpoint (:func:`checkpoint_scores`), combined per checkpoint set (the
+    recipe's own checkpoints, and the denser sub-trajectories when ``paths`` holds more); lexical
+    baselines beside."""
+    answer_batches = answer_only_batches(suite) if answer_only else []
+    steps = [int(p.name.split("-")[1]) for p in paths]
+    sets = sub_trajectories(len(paths), suite.args.recipe.checkpoints)
+    own = sets[suite.args.recipe.checkpoints]
+    set_names = {m: "set" if idx == own else f"set of {m}" for m, idx in sets.items()}
+    # Each checkpoint's share of the run's learning-rate mass over the segment it ends, per set.
+    shares: list[dict[str, float]] = [{} for _ in paths]
+    for m, idx in sets.items():
+        w = checkpoint_weights(trainer_state, [steps[i] for i in idx])
+        for i, wi in zip(idx, w, strict=True):
+            shares[i][set_names[m]] = wi / len(idx)
     per_ck: dict[str, list[torch.Tensor]] = {}
-    for path in paths:
-        for label, scores in checkpoint_scores(suite, path, configs, answer_only, answer_batches).items():
-            per_ck.setdefault(label, []).append(scores)
+    unrolled: dict[str, dict[int, torch.Tensor]] = {}
+    for i, path in enumerate(paths):
+        for label, scores in checkpoint_scores(suite, path, configs, answer_only, answer_batches, shares[i]).items():
+            if label.endswith("]"):
+                unrolled.setdefault(label, {})[i] = scores
+            else:
+                per_ck.setdefault(label, []).append(scores)
         print(path.name, f"{len(configs) + len(answer_only)} configs, {time.time() - t0:.0f} s", flush=True)
     methods: dict[str, torch.Tensor] = {}
+    for m, idx in sets.items():  # SOURCE sums its segments; normalised beside it
+        for label, by_ck in unrolled.items():
+            if label.endswith(f"[{set_names[m]}]"):
+                base = label.rsplit(" [", 1)[0]
+                chosen = [by_ck[i] for i in idx]
+                methods[f"{base}, {set_names[m]} summed"] = torch.stack(chosen).sum(0)
+                methods[f"{base}, {set_names[m]} normalised"] = combine_score_matrices(chosen, normalise=True)
     for label, scores in per_ck.items():
+        for m, idx in sets.items():
+            chosen = [scores[i] for i in idx]
+            weights = checkpoint_weights(trainer_state, [steps[i] for i in idx])
+            name = set_names[m]
+            methods[f"{label}, {name} normalised"] = combine_score_matrices(chosen, normalise=True)
+            methods[f"{label}, {name} normalised, lr-weighted"] = combine_score_matrices(
+                chosen, weights, normalise=True
+            )
         methods[f"{label}, final checkpoint"] = scores[-1]
-        methods[f"{label}, set normalised"] = combine_score_matrices(scores, normalise=True)
-        methods[f"{label}, set normalised, lr-weighted"] = combine_score_matrices(scores, weights, normalise=True)
-        methods[f"{label}, first checkpoint"] = scores[0]
+        methods[f"{label}, first checkpoint"] = scores[own[0]]
+        if len(paths) > len(own):
+            methods[f"{label}, earliest checkpoint"] = scores[0]
     from valuation.baselines import tfidf_similarity
     from valuation.lexical import bm25_scores
 
@@ -247,6 +305,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=24, help="of the demo recipe (24)")
     parser.add_argument("--quick", action="store_true", help="only the default and the mixed/cosine/Adam levers")
     parser.add_argument(
+        "--trajectory",
+        type=int,
+        default=0,
+        metavar="N",
+        help="save N checkpoints of the full model (a multiple of the recipe's) and score the TRAJECTORY "
+        "levers on every evenly spaced sub-set of them",
+    )
+    parser.add_argument(
         "--lds", action="store_true", help="LDS against the LM suite's ground truth (retrains missing cells)"
     )
     parser.add_argument("--subsets", type=int, default=50, help="of that ground truth (as benchmarks.accuracy.lm)")
@@ -259,21 +325,27 @@ def main() -> None:
     t0 = time.time()
     args = LMSuiteArguments.sized(a.docs_per_provider, a.fact_repeats, a.epochs)
     name = f"{a.docs_per_provider}x{a.fact_repeats}" + ("" if a.epochs == 24 else f"-e{a.epochs}")
+    n_ck = a.trajectory or args.recipe.checkpoints
+    if n_ck % args.recipe.checkpoints:
+        parser.error(f"--trajectory {n_ck}: not a multiple of the recipe's {args.recipe.checkpoints} checkpoints")
+    if a.trajectory:
+        name += f"-t{n_ck}"
     suite = LMSuite(args, a.out / f"levers-lm-{name}")
     run_dir = suite.workdir / "full-seed0-hf"
     paths = sorted(run_dir.glob("step-*"))
-    if len(paths) != args.recipe.checkpoints or not all((p / "optimizer.pt").exists() for p in paths):
-        paths = suite.train(torch.ones(suite.n_train, dtype=torch.bool), 0, run_dir, training_state=True)
+    if len(paths) != n_ck or not all((p / "optimizer.pt").exists() for p in paths):
+        paths = suite.train(torch.ones(suite.n_train, dtype=torch.bool), 0, run_dir, True, n_ck)
     steps = [int(p.name.split("-")[1]) for p in paths]
-    weights = checkpoint_weights(paths[-1] / "trainer_state.json", steps)
+    trainer_state = paths[-1] / "trainer_state.json"
+    weights = checkpoint_weights(trainer_state, steps)
     print("checkpoints", steps, "learning-rate weights", [round(w, 3) for w in weights], flush=True)
     saved = suite.workdir / "lever-scores.pt"
     # Scores are kept: a rerun only re-reads the Shapley values and re-reports.
-    configs = QUICK if a.quick else CONFIGS
+    configs = TRAJECTORY if a.trajectory else QUICK if a.quick else CONFIGS
     if saved.exists():
         methods = torch.load(saved)["scores"]
     else:
-        methods = score_levers(suite, paths, weights, t0, configs)
+        methods = score_levers(suite, paths, trainer_state, t0, configs, [] if a.trajectory else ANSWER_ONLY)
         torch.save({"scores": methods, "weights": weights}, saved)
     print(f"scores {time.time() - t0:.0f} s", flush=True)
     if a.lds:
@@ -318,7 +390,7 @@ def main() -> None:
                     entry[f"shapley {policy}"]["per_query_l1"], base[f"shapley {policy}"]["per_query_l1"]
                 )
     patch_path = suite.workdir / "tail-patch.json"
-    if not patch_path.exists() and not a.no_tail_patch:
+    if not patch_path.exists() and not (a.no_tail_patch or a.trajectory):  # tail-patch reads CONFIGS' labels
         patch_path.write_text(json.dumps(tail_patch(suite, paths[-1], methods)))
     report["tail_patch"] = json.loads(patch_path.read_text()) if patch_path.exists() else None
     report["seconds"] = time.time() - t0

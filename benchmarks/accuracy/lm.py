@@ -150,11 +150,22 @@ class LMSuite:
 
     # retraining ---------------------------------------------------------------------------
     def train(
-        self, mask: torch.Tensor, seed: int, out_dir: Path | None = None, training_state: bool = False
+        self,
+        mask: torch.Tensor,
+        seed: int,
+        out_dir: Path | None = None,
+        training_state: bool = False,
+        checkpoints: int | None = None,
     ) -> list[Path]:
         """Run the recipe on the documents where ``mask`` is True; the checkpoint directories (with
-        ``optimizer.pt`` and ``trainer_state.json`` only when ``training_state``: retrainings skip them)."""
-        recipe = replace(self.args.recipe, seed=seed, save_training_state=training_state)
+        ``optimizer.pt`` and ``trainer_state.json`` only when ``training_state``: retrainings skip them;
+        ``checkpoints`` overrides how many are saved, which leaves every weight unchanged)."""
+        recipe = replace(
+            self.args.recipe,
+            seed=seed,
+            save_training_state=training_state,
+            checkpoints=checkpoints or self.args.recipe.checkpoints,
+        )
         subset = [t for t, keep in zip(self.texts, mask.tolist(), strict=True) if keep]
         return train_demo_model(self.texts, out_dir, recipe, train_on=subset)
 
@@ -166,7 +177,7 @@ class LMSuite:
         if not mask.any():
             return untrained_model(self.args.recipe, self.tokenizer, seed)
         with tempfile.TemporaryDirectory() as tmp:
-            final = self.train(mask, seed, Path(tmp))[-1]
+            final = self.train(mask, seed, Path(tmp), checkpoints=1)[-1]
             return GPT2LMHeadModel.from_pretrained(final).eval()
 
     def measure(self, model: nn.Module) -> torch.Tensor:
@@ -301,7 +312,10 @@ class LMSuite:
     def ground_truth_key(self) -> str:
         """What the retrained measurements depend on (not the methods' settings)."""
         a = self.args
-        blob = repr((a.docs_per_provider, a.fact_repeats, a.heldout_indices, a.recipe, len(self.query_texts)))
+        # How many checkpoints a run saves, and whether with its training state, leaves the final
+        # model unchanged: suites that score denser trajectories share one ground truth.
+        recipe = replace(a.recipe, checkpoints=1, save_training_state=False)
+        blob = repr((a.docs_per_provider, a.fact_repeats, a.heldout_indices, recipe, len(self.query_texts)))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def task(self) -> EvalTask:

@@ -66,7 +66,9 @@ def test_tfidf_scores_identical_text_highest():
 
 def test_digits_suite_smoke(tmp_path):
     """Suite (c): the digits pipeline end to end at a tiny size (well under a minute)."""
-    res = run(subsets=6, seeds=2, n_train=120, n_query=6, brittle_queries=1, out_dir=tmp_path, brittle_ks=(5, 20))
+    res = run(
+        subsets=6, seeds=2, n_train=120, n_query=6, brittle_queries=1, out_dir=tmp_path, brittle_ks=(5, 20), ks=(8, 16)
+    )
     assert res["config"]["subsets"] == 6 and 0 < res["ceiling"] <= 1
     assert all(-1 <= r["mean"] <= 1 for r in res["lds"].values())
     assert set(res["brittleness"]) and all(len(b["mean_change"]) == 2 for b in res["brittleness"].values())

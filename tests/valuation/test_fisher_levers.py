@@ -1,5 +1,5 @@
 """Second-moment levers against explicit float64 references: sampled-label (true) Fisher, mixed
-train/query second moment, spectral damping rules."""
+train/query second moment, spectral damping rules, the unrolled (SOURCE) segment estimate."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch import nn
 from tests.valuation.conftest import padded_batch, tiny_gpt2
 from tests.valuation.reference import per_example_weight_grads, projected
 from valuation import LoGra, LoGraConfig, ProjectedFisher, lm_loss
-from valuation.fisher import mixed_fisher, spectral_damping
+from valuation.fisher import mixed_fisher, spectral_damping, unrolled_filter, unrolled_preconditioner
 from valuation.loss import SampledLabelLoss, sample_lm_labels
 
 
@@ -118,3 +118,30 @@ def test_lm_loss_shift_is_respected_by_sampling():
     out = sample_lm_labels(logits, labels, torch.Generator().manual_seed(0))
     assert out[0, 0] == 7 and out[0, 2] == -100
     assert float(lm_loss(logits, out)) > 0
+
+
+@pytest.mark.parametrize("rank", [6, 4])
+def test_unrolled_segment_equals_explicit_gradient_descent_steps(rank):
+    """Σ_{t<K} η (I − ηH)^t (K small steps of gradient descent, ηK = T) → (I − e^{−TH}) H⁻¹, also
+    on a singular H (there: T in the null space)."""
+    torch.manual_seed(0)
+    a = torch.randn(6, rank, dtype=torch.float64)
+    h = a @ a.T / rank
+    layout = [("m", 2, 3)]
+    pre = ProjectedFisher.from_matrices(layout, {"m": h}).preconditioner(0.1)
+    horizon, steps = 2.0, 40_000
+    eta = horizon / steps
+    step, power, explicit = torch.eye(6, dtype=torch.float64) - eta * h, torch.eye(6, dtype=torch.float64), 0
+    for _ in range(steps):
+        explicit = explicit + eta * power
+        power = step @ power
+    unrolled = unrolled_preconditioner(pre, horizon)
+    torch.testing.assert_close(unrolled.inverse("m"), explicit, rtol=2e-3, atol=2e-4)
+    q = torch.randn(3, 6, dtype=torch.float64)
+    torch.testing.assert_close(unrolled(q), q @ explicit, rtol=2e-3, atol=2e-4)
+    # Long segments resolve every learned direction: the plain inverse there.
+    vals = torch.tensor([0.0, 1e-3, 1.0, 50.0], dtype=torch.float64)
+    long = unrolled_filter(vals, 1e4)
+    assert long[0] == 1e4 and torch.allclose(long[2:], 1 / vals[2:])
+    with pytest.raises(ValueError, match="horizon"):
+        unrolled_filter(vals, 0.0)

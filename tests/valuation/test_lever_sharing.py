@@ -31,3 +31,26 @@ def test_shared_gradients_score_like_separate_runs():
             alone = lever_scores(model, train, query, loss_fn, cfg, "classifier", ("",))
             assert torch.equal(scores_from_gradients(shared, cfg), alone)
     assert gradient_key(LeverConfig()) != gradient_key(LeverConfig(optimizer=True))
+
+
+def test_sub_trajectories_are_evenly_spaced_and_end_at_the_last_checkpoint():
+    from benchmarks.accuracy.levers_lm import sub_trajectories
+
+    assert sub_trajectories(12, 3) == {3: [3, 7, 11], 6: [1, 3, 5, 7, 9, 11], 12: list(range(12))}
+    assert sub_trajectories(3, 3) == {3: [0, 1, 2]}
+    assert sub_trajectories(8, 2) == {2: [3, 7], 4: [1, 3, 5, 7], 8: list(range(8))}
+
+
+def test_lm_ground_truth_is_shared_by_runs_that_save_more_checkpoints(tmp_path):
+    """Saving more checkpoints leaves the final weights unchanged, so it must not re-key the
+    retrained measurements (a denser trajectory is scored against the same ground truth)."""
+    from dataclasses import replace
+
+    from benchmarks.accuracy.lm import LMSuite, LMSuiteArguments
+
+    args = LMSuiteArguments.smoke()
+    denser = replace(args, recipe=replace(args.recipe, checkpoints=6, save_training_state=False))
+    longer = replace(args, recipe=replace(args.recipe, epochs=4))
+    key = LMSuite(args, tmp_path / "a").ground_truth_key()
+    assert LMSuite(denser, tmp_path / "b").ground_truth_key() == key
+    assert LMSuite(longer, tmp_path / "c").ground_truth_key() != key
