@@ -221,7 +221,7 @@ def score_levers(
     for m, idx in sets.items():
         w = checkpoint_weights(trainer_state, [steps[i] for i in idx])
         for i, wi in zip(idx, w, strict=True):
-            shares[i][set_names[m]] = wi / len(idx)
+            shares[i][set_names[m]] = wi
     per_ck: dict[str, list[torch.Tensor]] = {}
     unrolled: dict[str, dict[int, torch.Tensor]] = {}
     for i, path in enumerate(paths):
