@@ -35,6 +35,8 @@ CONFIGS = [
     LeverConfig(optimizer=True, mix_alpha=0.1, mode="cosine"),
     LeverConfig(k=32, optimizer=True),
     LeverConfig(k=32),
+    # The unrolled segment estimate with the whole run as one segment: (1 - e^{-Tσ})/σ, T = c / mean σ.
+    *(LeverConfig(horizon=c) for c in (1.0, 3.0, 10.0, 30.0, 100.0)),
 ]
 
 

@@ -24,8 +24,9 @@ from flows.pipeline import build_checkpoint
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 VALUE_POINTS = ["scoring", "before-post", "after-post", "after-mark", None]
-# Every failpoint twice per run in CI; DATAWORTH_FAULT_TRIALS=20 (or more) for a deeper run.
-TRIALS = int(os.environ.get("DATAWORTH_FAULT_TRIALS", "10"))
+# Every failpoint once and a random kill or two per run in CI (a trial is one `dataworth value`
+# process, ~10 s); DATAWORTH_FAULT_TRIALS=20 (or more) for a deeper run.
+TRIALS = int(os.environ.get("DATAWORTH_FAULT_TRIALS", "6"))
 
 
 def spawn(home: Path, db_url: str | None, *args: str, failpoint: str | None = None) -> subprocess.Popen:

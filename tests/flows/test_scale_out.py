@@ -4,9 +4,9 @@ A real ``prefect server`` on loopback with its database on a real PostgreSQL, a 
 and two ``prefect worker`` processes; ``dataworth deploy``, ``ingest``, ``checkpoint add`` (whose
 event triggers ``on_new_checkpoint``) and ``valuation_cycle`` run as a user runs them, through the
 CLI, with the ledger on PostgreSQL. Each cluster run is compared with a single-process run of the
-same steps: the same vector per example, the same Fisher (to rounding), the same ledger entries.
-Then the same with a worker killed mid-run, and with the stores on an S3-compatible object store
-(moto's standalone server), where the store URI is all that changes.
+same steps: the same vector per example, the same Fisher (to rounding), the same ledger entries:
+once with the stores on an S3-compatible object store (moto's standalone server), where the store
+URI is all that changes, and once on local disk with a worker killed mid-run.
 """
 
 from __future__ import annotations
@@ -323,13 +323,6 @@ def assert_same_as_single_process(got: dict, ref: dict) -> None:
     assert sorted(got["workers"]) == list(range(NUM_SHARDS))  # every shard ran on some worker
 
 
-def test_cluster_run_equals_single_process(cluster, world, single_process, tmp_path):
-    got = run_on_cluster(cluster, world, tmp_path, "ledger_pool", {})
-    assert_same_as_single_process(got, single_process)
-    assert set(got["workers"].values()) == {"worker-1", "worker-2"}  # both workers ran shards
-    assert got["shard_runs"] == ["COMPLETED"] * NUM_SHARDS
-
-
 def test_a_worker_killed_mid_run(cluster, world, single_process, tmp_path):
     got = run_on_cluster(cluster, world, tmp_path, "ledger_kill", {}, kill_one=True)
     assert_same_as_single_process(got, single_process)
@@ -339,13 +332,17 @@ def test_a_worker_killed_mid_run(cluster, world, single_process, tmp_path):
     assert crashed >= 1 and got["shard_runs"].count("COMPLETED") == NUM_SHARDS, got["shard_runs"]
 
 
-def test_stores_on_s3(cluster, world, single_process, tmp_path):
+def test_cluster_run_on_s3_equals_single_process(cluster, world, single_process, tmp_path):
+    """Two workers, stores on S3, ledger on PostgreSQL: the same rows, Fisher and credits as one
+    process on local disk and SQLite (the local-store cluster run is the killed-worker test's)."""
     from infra.local_services import S3Server
 
     with S3Server() as s3:
         store = {**s3.env(), "DATAWORTH_STORE_URI": f"s3://{s3.bucket}/store"}
         got = run_on_cluster(cluster, world, tmp_path, "ledger_s3", store)
         assert_same_as_single_process(got, single_process)
+        assert set(got["workers"].values()) == {"worker-1", "worker-2"}  # both workers ran shards
+        assert got["shard_runs"] == ["COMPLETED"] * NUM_SHARDS
         import pyarrow.fs as pafs
 
         from storage.objectstore import filesystem
