@@ -47,9 +47,11 @@ PAIRS = [
 ]
 
 
-def seed_home(seed: int, out: Path) -> Path:
-    """The demo world of one training seed: corpus ingested, three checkpoints registered."""
-    root = out / f"seed{seed}"
+def seed_home(seed: int, out: Path, checkpoints: int | None = None) -> Path:
+    """The demo world of one training seed: corpus ingested, the recipe's checkpoints registered
+    (``checkpoints``: save and register that many instead, evenly spaced; the weights are the same)."""
+    n = checkpoints or TrainArguments().checkpoints
+    root = out / (f"seed{seed}" if checkpoints is None else f"ck{n}-seed{seed}")
     home = root / "home"
     if (home / "ledger.db").exists():
         return home
@@ -57,8 +59,8 @@ def seed_home(seed: int, out: Path) -> Path:
     (home / "dataworth.toml").write_text(DEMO_SETTINGS)
     docs = documents()
     paths = sorted((root / "model").glob("step-*"))
-    if len(paths) != TrainArguments().checkpoints:
-        paths = train_demo_model([d["text"] for d in docs], root / "model", TrainArguments(seed=seed))
+    if len(paths) != n:
+        paths = train_demo_model([d["text"] for d in docs], root / "model", TrainArguments(seed=seed, checkpoints=n))
     app = App.of(load_settings(home=str(home)))
     ingest(app, write_jsonl(docs, root / "corpus.jsonl"))
     for step, path in enumerate(paths):
@@ -70,13 +72,60 @@ def correct(results, truth: dict[str, str]) -> list[int]:
     return [int(top_provider_by_policy(r, list(PROVIDERS)) == truth[r.query_id]) for r in results]
 
 
+def trajectory(seeds: list[int], n: int, out: Path, qs: list[dict], truth: dict[str, str]) -> dict:
+    """Under the platform's defaults: the demo trained with ``n`` checkpoints, valued with all of
+    them, with the recipe's own three (every ``n/3``-th, the same weights), and the final one alone."""
+    base = TrainArguments().checkpoints
+    right: dict[str, list[int]] = {}
+    for seed in seeds:
+        home = str(seed_home(seed, out, n))
+        for weights in ("uniform", "lr"):
+            app = App.of(load_settings(home=home, checkpoint_weights=weights))
+            for c in app.checkpoints():
+                build_checkpoint(CheckpointContext(app, c.checkpoint_id))
+            line = checkpoint_set(app, "demo", "all")
+            sets = {f"set of {n}": line, f"set of {base}": line[n // base - 1 :: n // base], "final": line[-1:]}
+            for name, chosen in sets.items():
+                if name == "final" and weights == "uniform":  # one checkpoint: weights do not apply
+                    continue
+                val = value_lineage(app, "demo", chosen, qs, with_confidence=False)
+                key = name if name == "final" else f"{name} {weights}"
+                right.setdefault(key, []).extend(correct(val.combined(val.weights, normalise=True), truth))
+        print("seed", seed, {k: round(sum(v[-len(qs) :]) / len(qs), 3) for k, v in right.items()}, flush=True)
+    pairs = [(f"set of {n} {w}", f"set of {base} {w}") for w in ("lr", "uniform")]
+    pairs.append((f"set of {n} lr", "final"))
+    return {
+        "seeds": seeds,
+        "checkpoints": n,
+        "accuracy": {k: sum(v) / len(v) for k, v in right.items()},
+        "paired": {f"{x} − {y}": paired(right[x], right[y]) for x, y in pairs},
+        "per_query": right,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--checkpoints",
+        type=int,
+        default=0,
+        metavar="N",
+        help="train with N checkpoints (a multiple of 3) and compare all N with the recipe's 3, defaults only",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     a = parser.parse_args()
     qs = queries()
     truth = {q["query_id"]: q.pop("planted_by") for q in qs}
+    if a.checkpoints:
+        report = trajectory(a.seeds, a.checkpoints, a.out, qs, truth)
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / f"trajectory-{a.checkpoints}.json").write_text(json.dumps(report, indent=2))
+        for k, v in report["accuracy"].items():
+            print(f"{k:28s} {v:.3f}")
+        for k, d in report["paired"].items():
+            print(f"{k:55s} {d['diff']:+.3f} ± {d['se']:.3f}")
+        return
     right: dict[str, list[int]] = {}
     for seed in a.seeds:
         home = str(seed_home(seed, a.out))
