@@ -27,6 +27,7 @@ DTYPES = ("float32", "float16")
 COMBINES = ("normalised", "sum")
 DISPATCHES = ("local", "pool")
 OPTIMIZER_SCALINGS = ("auto", "on", "off")
+FISHERS = ("empirical", "sampled")
 CHECKPOINT_WEIGHTS = ("auto", "uniform", "lr")
 CONFIDENCES = ("tail-patch", "off")
 
@@ -61,12 +62,17 @@ class FitArguments:
     # checkpoint carries an optimizer.pt with Adam moments, "on" (refused without one), "off".
     # Per checkpoint it shapes the stored vectors, so the effective value keys their table.
     optimizer_scaling: str = "auto"
+    # The second moment behind the projections and the preconditioner: "empirical" (the data's
+    # labels) or "sampled" (labels drawn from the model: the true Fisher / Gauss-Newton; one more
+    # backward pass per logged batch; benchmarks/ACCURACY.md, "Denser checkpoint sets").
+    fisher: str = "empirical"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "include", tuple(self.include))
         self.logra_config()  # validates k and init
         _positive("fit_examples", self.fit_examples)
         _check(self.optimizer_scaling, OPTIMIZER_SCALINGS, "optimizer_scaling")
+        _check(self.fisher, FISHERS, "fisher")
 
     def logra_config(self) -> LoGraConfig:
         return LoGraConfig(k_in=self.k_in, k_out=self.k_out, init=self.init, include=self.include, seed=self.seed)
@@ -205,6 +211,8 @@ class Settings:
             "max_length": self.max_length,
             "dtype": self.dtype,
             "fit_examples": self.fit_examples,
+            # only when not the default, so that tables logged before the setting keep their key
+            **({"fisher": self.fisher} if self.fisher != "empirical" else {}),
         }
 
     def config_hash(self) -> str:

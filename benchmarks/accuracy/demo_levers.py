@@ -72,7 +72,9 @@ def correct(results, truth: dict[str, str]) -> list[int]:
     return [int(top_provider_by_policy(r, list(PROVIDERS)) == truth[r.query_id]) for r in results]
 
 
-def trajectory(seeds: list[int], n: int, out: Path, qs: list[dict], truth: dict[str, str]) -> dict:
+def trajectory(
+    seeds: list[int], n: int, out: Path, qs: list[dict], truth: dict[str, str], fisher: str = "empirical"
+) -> dict:
     """Under the platform's defaults: the demo trained with ``n`` checkpoints, valued with all of
     them, with the recipe's own three (every ``n/3``-th, the same weights), and the final one alone."""
     base = TrainArguments().checkpoints
@@ -80,7 +82,7 @@ def trajectory(seeds: list[int], n: int, out: Path, qs: list[dict], truth: dict[
     for seed in seeds:
         home = str(seed_home(seed, out, n))
         for weights in ("uniform", "lr"):
-            app = App.of(load_settings(home=home, checkpoint_weights=weights))
+            app = App.of(load_settings(home=home, checkpoint_weights=weights, fisher=fisher))
             for c in app.checkpoints():
                 build_checkpoint(CheckpointContext(app, c.checkpoint_id))
             line = checkpoint_set(app, "demo", "all")
@@ -97,6 +99,7 @@ def trajectory(seeds: list[int], n: int, out: Path, qs: list[dict], truth: dict[
     return {
         "seeds": seeds,
         "checkpoints": n,
+        "fisher": fisher,
         "accuracy": {k: sum(v) / len(v) for k, v in right.items()},
         "paired": {f"{x} − {y}": paired(right[x], right[y]) for x, y in pairs},
         "per_query": right,
@@ -113,14 +116,16 @@ def main() -> None:
         metavar="N",
         help="train with N checkpoints (a multiple of 3) and compare all N with the recipe's 3, defaults only",
     )
+    parser.add_argument("--fisher", default="empirical", help="with --checkpoints: the fisher setting")
     parser.add_argument("--out", type=Path, default=OUT)
     a = parser.parse_args()
     qs = queries()
     truth = {q["query_id"]: q.pop("planted_by") for q in qs}
     if a.checkpoints:
-        report = trajectory(a.seeds, a.checkpoints, a.out, qs, truth)
+        report = trajectory(a.seeds, a.checkpoints, a.out, qs, truth, a.fisher)
         a.out.mkdir(parents=True, exist_ok=True)
-        (a.out / f"trajectory-{a.checkpoints}.json").write_text(json.dumps(report, indent=2))
+        tag = "" if a.fisher == "empirical" else f"-{a.fisher}"
+        (a.out / f"trajectory-{a.checkpoints}{tag}.json").write_text(json.dumps(report, indent=2))
         for k, v in report["accuracy"].items():
             print(f"{k:28s} {v:.3f}")
         for k, d in report["paired"].items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from flows.checkpoint.context import CheckpointContext
 from flows.errors import NotReadyError
 from flows.progress import Progress
@@ -36,12 +38,25 @@ def fit(ctx: CheckpointContext, progress: Progress | None = None) -> str:
         raise NotReadyError("the corpus version of this checkpoint has no examples: run `dataworth ingest FILE` first")
     logra = make_logra(ctx)
     device = default_device()
-    batches = (to_device(b, device) for b, _ in ctx.batches(limit=ctx.app.settings.fit_examples))
+    s = ctx.app.settings
+    batches = (to_device(b, device) for b, _ in ctx.batches(limit=s.fit_examples))
     with ctx.app.model_lock:
-        logra.fit(batches, progress=progress.advance if progress else None)
+        logra.fit(batches, loss_fn=fisher_loss(s), progress=progress.advance if progress else None)
     if progress is not None:
         progress.finish()
     return ctx.save("projections", logra.state_dict(), extra={"layout": logra.layout})
+
+
+def fisher_loss(settings, example_ids: list[str] | None = None):
+    """The loss whose gradients make the Fisher: None (the data's labels) for ``fisher = "empirical"``;
+    for ``"sampled"`` labels drawn from the model, seeded by ``settings.seed`` and, in logging, by
+    the batch's example ids, so a shard logged twice, or on another worker, draws the same labels."""
+    from valuation.loss import SampledLabelLoss
+
+    if settings.fisher == "empirical":
+        return None
+    blob = f"{settings.seed}:" + "\n".join(example_ids or [])
+    return SampledLabelLoss(int(hashlib.sha256(blob.encode()).hexdigest()[:15], 16), "lm")
 
 
 def load_logra(ctx: CheckpointContext):

@@ -1,9 +1,10 @@
-"""Log: one shard of projected per-example gradients → the gradient table, plus its partial Fisher."""
+"""Log: one shard of projected per-example gradients → the gradient table, plus its partial Fisher
+(of the same gradients, or of sampled-label ones with ``fisher = "sampled"``)."""
 
 from __future__ import annotations
 
 from flows.checkpoint.context import CheckpointContext
-from flows.checkpoint.fit import load_logra, to_device
+from flows.checkpoint.fit import fisher_loss, load_logra, to_device
 from flows.failpoints import failpoint
 from flows.progress import NULL, Reporter
 
@@ -26,11 +27,14 @@ def log_shard(ctx: CheckpointContext, shard: int, reporter: Reporter = NULL) -> 
     progress = reporter.task(f"shard {shard + 1}/{s.num_shards}")
     with table.writer(shard) as writer:
         for batch, rows in ctx.batches(shard):
+            ids = [r["example_id"] for r in rows]
             with ctx.app.model_lock:
                 g = logra.gradients(to_device(batch, device))
-            fisher.update(g)
+                sampled = fisher_loss(s, ids)
+                # The true Fisher: the same examples' gradients under labels drawn from the model.
+                fisher.update(g if sampled is None else logra.gradients(to_device(batch, device), loss_fn=sampled))
             writer.add(
-                [r["example_id"] for r in rows],
+                ids,
                 [r["doc_id"] for r in rows],
                 [r["provider_id"] for r in rows],
                 [r["provider_code"] for r in rows],

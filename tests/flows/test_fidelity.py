@@ -51,11 +51,47 @@ def test_unknown_values_of_the_new_settings_are_refused():
         ("confidence", "bm25"),
         ("tail_patch_lr", 0),
         ("tail_patch_lr", True),
+        ("fisher", "true"),
     ]:
         with pytest.raises(ConfigurationError, match=key if key != "confidence" else "unknown confidence"):
             Settings.build(**{key: value})
     s = Settings.build()
     assert (s.optimizer_scaling, s.checkpoint_weights, s.confidence) == ("auto", "auto", "tail-patch")
+    assert s.fisher == "empirical" and "fisher" not in s.valuation_config()
+
+
+def test_the_sampled_label_fisher_is_the_second_moment_of_seeded_model_label_gradients(settings, world):
+    """``fisher = "sampled"``: the preconditioner's ``H`` is the mean outer product of the logged
+    examples' projected gradients under labels drawn from the model (each batch seeded by its
+    example ids), not of the stored rows (the data's labels); the setting keys the table apart."""
+    from flows.checkpoint.fit import fisher_loss, load_logra
+    from valuation import Preconditioner, ProjectedFisher
+
+    s = settings.replace(fisher="sampled", confidence="off")
+    app = App.of(s)
+    ingest(app, world["corpus"])
+    ctx = add(app, world["checkpoints"][-1], 1)
+    assert ctx.config["fisher"] == "sampled"
+    empirical = CheckpointContext(App.of(settings.replace(confidence="off")), ctx.checkpoint_id)
+    assert "fisher" not in empirical.config and empirical.key != ctx.key
+    logra = load_logra(ctx)
+    sampled, data = ProjectedFisher(logra.layout), ProjectedFisher(logra.layout)
+    for shard in range(s.num_shards):
+        for batch, rows in ctx.batches(shard):
+            sampled.update(logra.gradients(batch, loss_fn=fisher_loss(s, [r["example_id"] for r in rows])))
+            data.update(logra.gradients(batch))
+    state, _ = ctx.load("preconditioner")
+    pre = Preconditioner.from_state_dict(logra.layout, state)
+    assert int(state["count"]) == sampled.count == ctx.num_examples()
+    for name, _ in pre.slices:
+        vecs = pre.eigvecs[name]
+        h = (vecs * pre.eigvals[name]) @ vecs.T
+        torch.testing.assert_close(h, sampled.matrix(name), rtol=1e-5, atol=1e-6 * float(h.abs().max()))
+        assert (h - data.matrix(name)).norm() > 1e-3 * h.norm()  # another matrix than the rows' own
+    # The same batch seeded twice draws the same labels (a shard redone, or logged elsewhere).
+    batch, rows = next(iter(ctx.batches(0)))
+    ids = [r["example_id"] for r in rows]
+    assert torch.equal(logra.gradients(batch, fisher_loss(s, ids)), logra.gradients(batch, fisher_loss(s, ids)))
 
 
 def test_adam_state_turns_optimizer_scaling_on_and_keys_the_table_apart(settings, world, tmp_path):
