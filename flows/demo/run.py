@@ -19,7 +19,7 @@ console = Console()
 
 # Saved and registered checkpoints, evenly spaced (the recipe's default is 3): a denser checkpoint
 # set credits better (benchmarks/ACCURACY.md, "Denser checkpoint sets": the demo's planted facts
-# 0.741 with 3 of the same checkpoints, 0.981 with 6; LM suite LDS 0.202 -> 0.342 with 12).
+# 0.741 with 3 of the same checkpoints, 0.981 with 6; LM suite LDS 0.214 -> 0.358 with 12).
 DEMO_CHECKPOINTS = 12
 
 DEMO_SETTINGS = """# the demo's valuation settings
