@@ -15,7 +15,7 @@ from valuation.config import LoGraConfig
 from valuation.hooks import activation_hooks, flatten_tokens
 from valuation.loss import default_lm_loss
 from valuation.modules import WatchedModule, find_watched_modules
-from valuation.optimizer import factored_scales
+from valuation.optimizer import factored_scales, unit_mean_scales
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 Layout = list[tuple[str, int, int]]
@@ -168,7 +168,9 @@ class LoGra:
         ``second_moments`` maps a module's weight parameter name (``"<module>.weight"``, as from
         :func:`valuation.optimizer.load_hf_optimizer_state`) or the module name to its ``v``
         (shaped like the stored weight: ``(n_in, n_out)`` for GPT-2's ``Conv1D``). Captured vectors
-        become ``P_out · diag(r') · DW · diag(c') · P_inᵀ`` (:func:`valuation.optimizer.factored_scales`).
+        become ``P_out · diag(r') · DW · diag(c') · P_inᵀ`` (:func:`valuation.optimizer.factored_scales`,
+        each factor rescaled to mean 1 by :func:`valuation.optimizer.unit_mean_scales`: scores do not
+        change, stored values keep the raw gradients' range).
         With ``init='pca'``, a later :meth:`fit` takes the principal directions of the scaled
         covariances ``diag(c') C_F diag(c')`` and ``diag(r') C_B diag(r')``.
         """
@@ -180,7 +182,7 @@ class LoGra:
             v = v.T if wm.transposed else v
             if tuple(v.shape) != (wm.n_out, wm.n_in):
                 raise ValueError(f"{wm.name}: second moment must be ({wm.n_out}, {wm.n_in}), got {tuple(v.shape)}")
-            s_out, s_in = factored_scales(v, self.config.optimizer_eps)
+            s_out, s_in = unit_mean_scales(*factored_scales(v, self.config.optimizer_eps))
             scales[wm.name] = (s_in, s_out)
         self._scales = scales
         for wm in self.modules:

@@ -48,6 +48,17 @@ def factored_scales(v: torch.Tensor, eps: float = 1e-8) -> tuple[torch.Tensor, t
     return (a + root_eps).rsqrt(), (b + root_eps).rsqrt()
 
 
+def unit_mean_scales(r: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(r / mean r, c / mean c)``: the factors of :func:`factored_scales` rescaled to mean 1.
+
+    Influence with a block-diagonal Fisher damped relative to each block's spectrum does not change
+    when one module's vectors are multiplied by a constant (``q``, ``g`` by ``a``: ``H`` and ``λ`` by
+    ``a²``), so the constant is free; mean 1 keeps stored vectors at the raw gradients' magnitude.
+    Adam's ``1/sqrt(v)`` reaches 10³–10⁴ early in training, which put an early checkpoint's vectors
+    past float16's range (65504)."""
+    return r / r.mean(), c / c.mean()
+
+
 def parameter_order(model: nn.Module, state: Mapping) -> list[str]:
     """Names of the parameters in the optimizer's index order.
 

@@ -53,9 +53,9 @@ def random_second_moments(model, logra: LoGra, seed: int = 0) -> dict[str, torch
     }
 
 
-def explicit_scaled(model, batch, logra: LoGra, moments) -> torch.Tensor:
-    """Per-example DW scaled elementwise by the factored 1/sqrt(v), then projected by the base
-    projections."""
+def explicit_scaled(model, batch, logra: LoGra, moments, unit_mean: bool = True) -> torch.Tensor:
+    """Per-example DW scaled elementwise by the factored 1/sqrt(v) (rescaled to mean 1 per factor
+    unless ``unit_mean`` is False), then projected by the base projections."""
     names = [n for n, _, _ in logra.layout]
     grads = per_example_weight_grads(model, batch)
     transposed = {wm.name: wm.transposed for wm in logra.modules}
@@ -63,6 +63,8 @@ def explicit_scaled(model, batch, logra: LoGra, moments) -> torch.Tensor:
         for n in names:
             v = moments[f"{n}.weight"]
             r, c = factored_scales(v.T if transposed[n] else v, logra.config.optimizer_eps)
+            if unit_mean:
+                r, c = r / r.mean(), c / c.mean()
             g[n] = g[n] * torch.outer(r, c)
     return projected(grads, {n: logra._base[n] for n in names}, names)
 
@@ -79,6 +81,29 @@ def test_optimizer_scaled_projection_equals_explicit_scaled_gradient(model):
     torch.testing.assert_close(
         capture(logra, model, batch), explicit_scaled(model, batch, logra, moments), rtol=1e-9, atol=1e-12
     )
+
+
+def test_unit_mean_factors_leave_influence_unchanged(model):
+    """Rescaling each module's Adam factors to mean 1 (what keeps early checkpoints inside float16)
+    changes no score: a per-module constant cancels in q (H + λI)⁻¹ g with λ relative to H."""
+    from valuation import MODES, ProjectedFisher, influence_scores, self_influence
+
+    batch = padded_batch(LENGTHS)
+    logra = LoGra(model, LoGraConfig(k_in=3, k_out=4, init="random", seed=3, optimizer_scaling=True))
+    moments = {k: v * 1e-6 for k, v in random_second_moments(model, logra).items()}  # early training
+    logra.set_optimizer_state(moments)
+    scored = {}
+    for unit_mean in (True, False):
+        g = explicit_scaled(model, batch, logra, moments, unit_mean)
+        fisher = ProjectedFisher(logra.layout)
+        fisher.update(g)
+        pre = fisher.preconditioner(0.1)
+        q_self, g_self = self_influence(g[:2], pre), self_influence(g, pre)
+        scored[unit_mean] = {m: influence_scores(pre(g[:2]), g, m, g_self, q_self) for m in MODES}
+        scored[unit_mean]["peak"] = g.abs().max()
+    for m in MODES:
+        torch.testing.assert_close(scored[True][m], scored[False][m], rtol=1e-8, atol=1e-10)
+    assert scored[True]["peak"] < scored[False]["peak"] / 100
 
 
 def test_pca_fit_after_scaling_uses_the_scaled_covariances():
