@@ -81,10 +81,11 @@ def trajectory(
     right: dict[str, list[int]] = {}
     for seed in seeds:
         home = str(seed_home(seed, out, n))
+        built = App.of(load_settings(home=home, fisher=fisher))  # the weights setting keys no table
+        for c in built.checkpoints():
+            build_checkpoint(CheckpointContext(built, c.checkpoint_id))
         for weights in ("uniform", "lr"):
             app = App.of(load_settings(home=home, checkpoint_weights=weights, fisher=fisher))
-            for c in app.checkpoints():
-                build_checkpoint(CheckpointContext(app, c.checkpoint_id))
             line = checkpoint_set(app, "demo", "all")
             sets = {f"set of {n}": line, f"set of {base}": line[n // base - 1 :: n // base], "final": line[-1:]}
             for name, chosen in sets.items():
@@ -106,6 +107,16 @@ def trajectory(
     }
 
 
+def write_report(report: dict, path: Path) -> None:
+    """Save ``report`` as JSON and print its accuracies and paired differences."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    for k, v in report["accuracy"].items():
+        print(f"{k:28s} {v:.3f}")
+    for k, d in report["paired"].items():
+        print(f"{k:55s} {d['diff']:+.3f} ± {d['se']:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -123,13 +134,8 @@ def main() -> None:
     truth = {q["query_id"]: q.pop("planted_by") for q in qs}
     if a.checkpoints:
         report = trajectory(a.seeds, a.checkpoints, a.out, qs, truth, a.fisher)
-        a.out.mkdir(parents=True, exist_ok=True)
         tag = "" if a.fisher == "empirical" else f"-{a.fisher}"
-        (a.out / f"trajectory-{a.checkpoints}{tag}.json").write_text(json.dumps(report, indent=2))
-        for k, v in report["accuracy"].items():
-            print(f"{k:28s} {v:.3f}")
-        for k, d in report["paired"].items():
-            print(f"{k:55s} {d['diff']:+.3f} ± {d['se']:.3f}")
+        write_report(report, a.out / f"trajectory-{a.checkpoints}{tag}.json")
         return
     right: dict[str, list[int]] = {}
     for seed in a.seeds:
@@ -155,12 +161,7 @@ def main() -> None:
         "paired": {f"{x} − {y}": paired(right[x], right[y]) for x, y in PAIRS},
         "per_query": right,
     }
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "report.json").write_text(json.dumps(report, indent=2))
-    for k, v in report["accuracy"].items():
-        print(f"{k:28s} {v:.3f}")
-    for k, d in report["paired"].items():
-        print(f"{k:55s} {d['diff']:+.3f} ± {d['se']:.3f}")
+    write_report(report, a.out / "report.json")
 
 
 if __name__ == "__main__":

@@ -52,20 +52,10 @@ CHUNK = 16  # sequences per gradient batch
 
 def untrained_model(recipe, tokenizer, seed: int):
     """The recipe's GPT-2 at its seeded initialisation: the model of the empty subset/coalition."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from flows.demo.model import init_model
 
     torch.manual_seed(seed)
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=recipe.max_length,
-        n_embd=recipe.n_embd,
-        n_layer=recipe.n_layer,
-        n_head=recipe.n_head,
-        bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return GPT2LMHeadModel(config).eval()
+    return init_model(recipe, tokenizer).eval()
 
 
 @dataclass(frozen=True)

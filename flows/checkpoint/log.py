@@ -28,11 +28,13 @@ def log_shard(ctx: CheckpointContext, shard: int, reporter: Reporter = NULL) -> 
     with table.writer(shard) as writer:
         for batch, rows in ctx.batches(shard):
             ids = [r["example_id"] for r in rows]
+            batch = to_device(batch, device)
+            sampled = fisher_loss(s, ids)
             with ctx.app.model_lock:
-                g = logra.gradients(to_device(batch, device))
-                sampled = fisher_loss(s, ids)
+                g = logra.gradients(batch)
                 # The true Fisher: the same examples' gradients under labels drawn from the model.
-                fisher.update(g if sampled is None else logra.gradients(to_device(batch, device), loss_fn=sampled))
+                f = g if sampled is None else logra.gradients(batch, loss_fn=sampled)
+            fisher.update(f)
             writer.add(
                 ids,
                 [r["doc_id"] for r in rows],

@@ -66,6 +66,24 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|pad|>", eos_token="<|endoftext|>")
 
 
+def init_model(args: TrainArguments, tokenizer) -> GPT2LMHeadModel:
+    """The recipe's GPT-2 (no dropout) at initialisation, drawn from torch's current random state."""
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=args.max_length,
+        n_embd=args.n_embd,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return GPT2LMHeadModel(config)
+
+
 def train_demo_model(
     texts: list[str],
     out_dir: Path,
@@ -81,20 +99,7 @@ def train_demo_model(
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     tokenizer = train_tokenizer(texts, args.vocab_size)
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=args.max_length,
-        n_embd=args.n_embd,
-        n_layer=args.n_layer,
-        n_head=args.n_head,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = GPT2LMHeadModel(config)
+    model = init_model(args, tokenizer)
     sequences = [
         ids[i : i + args.max_length]
         for ids in tokenizer(train_on or texts, add_special_tokens=False)["input_ids"]
