@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
@@ -66,6 +67,11 @@ class FitArguments:
     # labels) or "sampled" (labels drawn from the model: the true Fisher / Gauss-Newton; one more
     # backward pass per logged batch; benchmarks/ACCURACY.md, "Denser checkpoint sets").
     fisher: str = "empirical"
+    # Every gradient (fit, logged rows, Fisher, queries) is of softmax(logits / temperature): above 1
+    # a memorised token's gradient no longer vanishes (valuation.loss.LMLoss; benchmarks/ACCURACY.md,
+    # "Loss temperature"). 1 is the model's own loss (and keys tables as before the setting existed).
+    # Tail-patch confidence always measures the model's own loss.
+    temperature: float = 2.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "include", tuple(self.include))
@@ -73,6 +79,10 @@ class FitArguments:
         _positive("fit_examples", self.fit_examples)
         _check(self.optimizer_scaling, OPTIMIZER_SCALINGS, "optimizer_scaling")
         _check(self.fisher, FISHERS, "fisher")
+        _number("temperature", self.temperature)
+        if not math.isfinite(self.temperature):
+            raise ConfigurationError(f"temperature must be finite, got {self.temperature!r}")
+        object.__setattr__(self, "temperature", float(self.temperature))  # 2 and 2.0 key one table
 
     def logra_config(self) -> LoGraConfig:
         return LoGraConfig(k_in=self.k_in, k_out=self.k_out, init=self.init, include=self.include, seed=self.seed)
@@ -213,6 +223,7 @@ class Settings:
             "fit_examples": self.fit_examples,
             # only when not the default, so that tables logged before the setting keep their key
             **({"fisher": self.fisher} if self.fisher != "empirical" else {}),
+            **({"temperature": self.temperature} if self.temperature != 1.0 else {}),
         }
 
     def config_hash(self) -> str:

@@ -7,7 +7,7 @@ import hashlib
 
 from flows.app import App
 from flows.checkpoint.context import CheckpointContext
-from flows.checkpoint.fit import load_logra, to_device
+from flows.checkpoint.fit import gradient_loss, load_logra, to_device
 from flows.errors import ConfigurationError, NotReadyError
 from flows.failpoints import failpoint
 from flows.fastpath import fast_path_allowed, score_fast
@@ -91,13 +91,14 @@ def query_vectors(ctx: CheckpointContext, queries: list[dict]):
 
     s = ctx.app.settings
     logra = load_logra(ctx)
+    loss = gradient_loss(s)  # the table's: the temperature keys it
     _, tokenizer = ctx.model()
     device = default_device()
     out = []
     for start in range(0, len(queries), s.batch_size):
         batch = query_lm_batch(tokenizer, queries[start : start + s.batch_size], s.max_length)
         with ctx.app.model_lock:
-            out.append(logra.gradients(to_device(batch, device)))
+            out.append(logra.gradients(to_device(batch, device), loss_fn=loss))
     return torch.cat(out).float(), logra.layout
 
 

@@ -27,7 +27,9 @@ _EXPORTS: dict[str, str] = {
     "DataworthError": "valuation.errors",
     "GradientCapture": "valuation.capture",
     "GroupSumAccumulator": "valuation.aggregate",
+    "ClassifierLoss": "valuation.loss",
     "IGNORE_INDEX": "valuation.loss",
+    "LMLoss": "valuation.loss",
     "LoGra": "valuation.logra",
     "LoGraConfig": "valuation.config",
     "MODES": "valuation.config",
@@ -68,11 +70,13 @@ __all__ = [
     "BM25",
     "IGNORE_INDEX",
     "MODES",
+    "ClassifierLoss",
     "ConfigurationError",
     "Coverage",
     "DataworthError",
     "GradientCapture",
     "GroupSumAccumulator",
+    "LMLoss",
     "LoGra",
     "LoGraConfig",
     "OptimizerStateError",
@@ -129,7 +133,15 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs
     )
     from valuation.lexical import BM25, bm25_scores
     from valuation.logra import LoGra, top_eigenvectors
-    from valuation.loss import IGNORE_INDEX, SampledLabelLoss, default_lm_loss, labels_from_batch, lm_loss
+    from valuation.loss import (
+        IGNORE_INDEX,
+        ClassifierLoss,
+        LMLoss,
+        SampledLabelLoss,
+        default_lm_loss,
+        labels_from_batch,
+        lm_loss,
+    )
     from valuation.modules import BLOCKS, Coverage, WatchedModule, coverage, find_watched_modules
     from valuation.optimizer import OptimizerStateError, factored_scales, load_hf_optimizer_state
     from valuation.scoring import MODES, StreamingScorer, StreamResult, influence_scores, score_stream, self_influence

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -61,6 +62,49 @@ def default_lm_loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torc
     return lm_loss(logits, labels_from_batch(batch).to(logits.device))
 
 
+def check_temperature(temperature: float) -> float:
+    """``temperature`` as a float, refused unless finite and positive."""
+    t = float(temperature)
+    if not math.isfinite(t) or t <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    return t
+
+
+class LMLoss:
+    """A ``loss_fn(model, batch)``: summed next-token cross-entropy of ``softmax(logits / T)``.
+
+    ``T = 1`` is :func:`default_lm_loss`. With ``T > 1`` the gradient of a token the model has
+    memorised no longer vanishes: per token it is ``(softmax(z/T) − e_y) / T`` pulled back through
+    the model, where ``T = 1`` gives ``p − e_y ≈ 0`` once ``p_y ≈ 1``; as ``T → ∞``, ``T`` times it
+    tends to minus the gradient of the centred logit ``z_y − mean(z)``. Influence from a late, memorised
+    checkpoint is dominated by the few tokens still wrong at ``T = 1`` (benchmarks/ACCURACY.md,
+    "Loss temperature").
+    """
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        self.temperature = check_temperature(temperature)
+
+    def __call__(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        logits = lm_logits(model, batch)
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        return lm_loss(logits, labels_from_batch(batch).to(logits.device))
+
+    def __repr__(self) -> str:
+        return f"LMLoss(temperature={self.temperature:g})"
+
+
+class ClassifierLoss:
+    """A ``loss_fn(model, (x, y))``: summed cross-entropy of ``softmax(model(x) / T)``."""
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        self.temperature = check_temperature(temperature)
+
+    def __call__(self, model: nn.Module, batch) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(model(x) / self.temperature, y, reduction="sum")
+
+
 def sample_lm_labels(logits: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Labels drawn from the model's predictive distribution at every counted position.
 
@@ -88,19 +132,23 @@ class SampledLabelLoss:
     Each call draws new labels from one generator, so a run is reproducible from ``seed``.
     """
 
-    def __init__(self, seed: int = 0, kind: str = "lm") -> None:
+    def __init__(self, seed: int = 0, kind: str = "lm", temperature: float = 1.0) -> None:
         if kind not in ("lm", "classifier"):
             raise ValueError(f"kind must be 'lm' or 'classifier', got {kind!r}")
         self.kind = kind
+        self.temperature = check_temperature(temperature)
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, model: nn.Module, batch) -> torch.Tensor:
+        # With a temperature the model is softmax(z / T): labels are drawn from it, and scored by it.
         if self.kind == "classifier":
             x, _ = batch
-            logits = model(x)
+            logits = model(x) / self.temperature
             probs = torch.softmax(logits.detach().double(), -1).cpu()
             y = torch.multinomial(probs, 1, generator=self.generator).squeeze(1).to(logits.device)
             return F.cross_entropy(logits, y, reduction="sum")
         logits = lm_logits(model, batch)
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
         labels = labels_from_batch(batch).to(logits.device)
         return lm_loss(logits, sample_lm_labels(logits, labels, self.generator))

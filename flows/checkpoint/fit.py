@@ -47,16 +47,25 @@ def fit(ctx: CheckpointContext, progress: Progress | None = None) -> str:
     return ctx.save("projections", logra.state_dict(), extra={"layout": logra.layout})
 
 
+def gradient_loss(settings):
+    """The loss of every stored and query gradient: None (the model's own, ``default_lm_loss``) at
+    ``temperature = 1``, else :class:`valuation.LMLoss` at the setting's temperature."""
+    from valuation.loss import LMLoss
+
+    return None if settings.temperature == 1.0 else LMLoss(settings.temperature)
+
+
 def fisher_loss(settings, example_ids: list[str] | None = None):
-    """The loss whose gradients make the Fisher: None (the data's labels) for ``fisher = "empirical"``;
-    for ``"sampled"`` labels drawn from the model, seeded by ``settings.seed`` and, in logging, by
-    the batch's example ids, so a shard logged twice, or on another worker, draws the same labels."""
+    """The loss whose gradients make the Fisher: :func:`gradient_loss` (the data's labels) for
+    ``fisher = "empirical"``; for ``"sampled"`` labels drawn from the model (at the temperature),
+    seeded by ``settings.seed`` and, in logging, by the batch's example ids, so a shard logged twice,
+    or on another worker, draws the same labels."""
     from valuation.loss import SampledLabelLoss
 
     if settings.fisher == "empirical":
-        return None
+        return gradient_loss(settings)
     blob = f"{settings.seed}:" + "\n".join(example_ids or [])
-    return SampledLabelLoss(int(hashlib.sha256(blob.encode()).hexdigest()[:15], 16), "lm")
+    return SampledLabelLoss(int(hashlib.sha256(blob.encode()).hexdigest()[:15], 16), "lm", settings.temperature)
 
 
 def load_logra(ctx: CheckpointContext):

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from flows.checkpoint.context import CheckpointContext
-from flows.checkpoint.fit import fisher_loss, load_logra, to_device
+from flows.checkpoint.fit import fisher_loss, gradient_loss, load_logra, to_device
 from flows.failpoints import failpoint
 from flows.progress import NULL, Reporter
 
@@ -23,15 +23,16 @@ def log_shard(ctx: CheckpointContext, shard: int, reporter: Reporter = NULL) -> 
     logra = load_logra(ctx)
     table = ctx.table(logra.layout)
     fisher = ProjectedFisher(logra.layout)
+    loss = gradient_loss(s)
     device = default_device()
     progress = reporter.task(f"shard {shard + 1}/{s.num_shards}")
     with table.writer(shard) as writer:
         for batch, rows in ctx.batches(shard):
             ids = [r["example_id"] for r in rows]
             batch = to_device(batch, device)
-            sampled = fisher_loss(s, ids)
+            sampled = fisher_loss(s, ids) if s.fisher == "sampled" else None
             with ctx.app.model_lock:
-                g = logra.gradients(batch)
+                g = logra.gradients(batch, loss_fn=loss)
                 # The true Fisher: the same examples' gradients under labels drawn from the model.
                 f = g if sampled is None else logra.gradients(batch, loss_fn=sampled)
             fisher.update(f)

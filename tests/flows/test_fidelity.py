@@ -52,19 +52,26 @@ def test_unknown_values_of_the_new_settings_are_refused():
         ("tail_patch_lr", 0),
         ("tail_patch_lr", True),
         ("fisher", "true"),
+        ("temperature", 0),
+        ("temperature", -1.0),
+        ("temperature", float("nan")),
+        ("temperature", float("inf")),
+        ("temperature", "hot"),
+        ("temperature", True),
     ]:
         with pytest.raises(ConfigurationError, match=key if key != "confidence" else "unknown confidence"):
             Settings.build(**{key: value})
     s = Settings.build()
     assert (s.optimizer_scaling, s.checkpoint_weights, s.confidence) == ("auto", "auto", "tail-patch")
     assert s.fisher == "empirical" and "fisher" not in s.valuation_config()
+    assert "temperature" not in Settings.build(temperature=1).valuation_config()  # T = 1 keeps the old keys
 
 
 def test_the_sampled_label_fisher_is_the_second_moment_of_seeded_model_label_gradients(settings, world):
     """``fisher = "sampled"``: the preconditioner's ``H`` is the mean outer product of the logged
     examples' projected gradients under labels drawn from the model (each batch seeded by its
     example ids), not of the stored rows (the data's labels); the setting keys the table apart."""
-    from flows.checkpoint.fit import fisher_loss, load_logra
+    from flows.checkpoint.fit import fisher_loss, gradient_loss, load_logra
     from valuation import Preconditioner, ProjectedFisher
 
     s = settings.replace(fisher="sampled", confidence="off")
@@ -79,7 +86,7 @@ def test_the_sampled_label_fisher_is_the_second_moment_of_seeded_model_label_gra
     for shard in range(s.num_shards):
         for batch, rows in ctx.batches(shard):
             sampled.update(logra.gradients(batch, loss_fn=fisher_loss(s, [r["example_id"] for r in rows])))
-            data.update(logra.gradients(batch))
+            data.update(logra.gradients(batch, loss_fn=gradient_loss(s)))
     state, _ = ctx.load("preconditioner")
     pre = Preconditioner.from_state_dict(logra.layout, state)
     assert int(state["count"]) == sampled.count == ctx.num_examples()
@@ -94,6 +101,46 @@ def test_the_sampled_label_fisher_is_the_second_moment_of_seeded_model_label_gra
     assert torch.equal(logra.gradients(batch, fisher_loss(s, ids)), logra.gradients(batch, fisher_loss(s, ids)))
 
 
+def test_a_loss_temperature_shapes_every_gradient_and_keys_the_table(settings, world):
+    """``temperature = 2``: the preconditioner's ``H`` is the second moment of the logged examples'
+    ``LMLoss(2)`` gradients (not of the T = 1 ones), the query vectors are ``LMLoss(2)`` gradients,
+    the setting keys the table apart (2 and 2.0 alike), and a valuation runs on it."""
+    from flows.checkpoint.fit import load_logra
+    from flows.valuate import query_lm_batch, query_vectors
+    from valuation import Preconditioner, ProjectedFisher
+    from valuation.loss import LMLoss
+
+    s = settings.replace(temperature=2, confidence="off")
+    assert s.temperature == 2.0 and s.valuation_config()["temperature"] == 2.0
+    app = App.of(s)
+    ingest(app, world["corpus"])
+    ctx = add(app, world["checkpoints"][-1], 1)
+    plain = CheckpointContext(App.of(settings.replace(temperature=1.0, confidence="off")), ctx.checkpoint_id)
+    assert "temperature" not in plain.config and plain.key != ctx.key
+    same = CheckpointContext(App.of(settings.replace(temperature=2.0, confidence="off")), ctx.checkpoint_id)
+    assert same.key == ctx.key
+    logra = load_logra(ctx)
+    hot, cold = ProjectedFisher(logra.layout), ProjectedFisher(logra.layout)
+    for shard in range(s.num_shards):
+        for batch, _ in ctx.batches(shard):
+            hot.update(logra.gradients(batch, loss_fn=LMLoss(2.0)))
+            cold.update(logra.gradients(batch))
+    state, _ = ctx.load("preconditioner")
+    pre = Preconditioner.from_state_dict(logra.layout, state)
+    for name, _ in pre.slices:
+        vecs = pre.eigvecs[name]
+        h = (vecs * pre.eigvals[name]) @ vecs.T
+        torch.testing.assert_close(h, hot.matrix(name), rtol=1e-5, atol=1e-6 * float(h.abs().max()))
+        assert (h - cold.matrix(name)).norm() > 1e-3 * h.norm()
+    qs = queries_of(world)[: s.batch_size]
+    q, _ = query_vectors(ctx, qs)
+    _, tokenizer = ctx.model()
+    want = logra.gradients(query_lm_batch(tokenizer, qs, s.max_length), loss_fn=LMLoss(2.0)).float()
+    torch.testing.assert_close(q, want, rtol=1e-5, atol=1e-6 * float(want.abs().max()))
+    val = value_lineage(app, "tiny", [ctx], qs, with_confidence=False)
+    assert len(val.combined(normalise=True)) == len(qs)
+
+
 def test_adam_state_turns_optimizer_scaling_on_and_keys_the_table_apart(settings, world, tmp_path):
     app = App.of(settings.replace(confidence="off"))
     ingest(app, world["corpus"])
@@ -104,6 +151,7 @@ def test_adam_state_turns_optimizer_scaling_on_and_keys_the_table_apart(settings
     projections, _ = with_state.load("projections")
     assert any(k.endswith("/S_in") for k in projections)
     # The stored vectors are the scaled ones: a LoGra with the Adam state reproduces a row.
+    from flows.checkpoint.fit import gradient_loss
     from valuation import LoGra, pad_batch
     from valuation.optimizer import load_hf_optimizer_state
 
@@ -116,7 +164,7 @@ def test_adam_state_turns_optimizer_scaling_on_and_keys_the_table_apart(settings
         for rb in app.corpus.iter_examples(with_state.tokenizer_key, with_state.corpus_version)
         for r in rb.to_pylist()
     }
-    want = logra.gradients(pad_batch([rows[chunk.example_ids[0]]], tok.pad_token_id))
+    want = logra.gradients(pad_batch([rows[chunk.example_ids[0]]], tok.pad_token_id), gradient_loss(app.settings))
     # Stored in the table's dtype (float16 by default): equal to its rounding, ~5e-4 relative.
     tol = 1e-3 if app.settings.dtype == "float16" else 1e-5
     torch.testing.assert_close(chunk.vectors[0:1].float(), want.float(), rtol=tol, atol=tol * float(want.abs().max()))

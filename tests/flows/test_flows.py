@@ -17,7 +17,7 @@ from sqlalchemy import text
 from flows import flows
 from flows.app import App
 from flows.checkpoint.context import CheckpointContext
-from flows.checkpoint.fit import load_logra
+from flows.checkpoint.fit import gradient_loss, load_logra
 from flows.checkpoint.log import pending_shards
 from flows.config import Settings
 from flows.credit import post_credits
@@ -119,7 +119,7 @@ def explicit_scores(settings, checkpoint_id: str, qs: list[dict]) -> tuple[torch
         tok.pad_token_id,
         settings.max_length,
     )
-    q = pre(logra.gradients(batch).double())
+    q = pre(logra.gradients(batch, loss_fn=gradient_loss(settings)).double())  # the table's loss
     chunks = list(ctx.table().read())
     g = torch.cat([c.vectors.double() for c in chunks])
     return q @ g.T, [p for c in chunks for p in c.provider_ids]

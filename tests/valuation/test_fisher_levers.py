@@ -145,3 +145,103 @@ def test_unrolled_segment_equals_explicit_gradient_descent_steps(rank):
     assert long[0] == 1e4 and torch.allclose(long[2:], 1 / vals[2:])
     with pytest.raises(ValueError, match="horizon"):
         unrolled_filter(vals, 0.0)
+
+
+class LogitsModel(nn.Module):
+    """Returns fixed logits (a parameter), so a loss's gradient is its gradient in the logits."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.z = nn.Parameter(logits.clone())
+
+    def forward(self, input_ids=None, attention_mask=None, **_):
+        return (self.z,)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0, 7.0])
+def test_tempered_losses_have_the_explicit_logit_gradient(temperature):
+    """``LMLoss(T)``: ∂/∂z_t = (softmax(z_t/T) − e_{y_{t+1}}) / T at every counted position (the
+    shift of ``lm_loss``), 0 elsewhere; ``ClassifierLoss(T)`` the same per row; T = 1 is the default loss."""
+    from valuation.loss import ClassifierLoss, LMLoss, default_lm_loss
+
+    torch.manual_seed(0)
+    z = torch.randn(2, 5, 11, dtype=torch.float64) * 3
+    labels = torch.randint(0, 11, (2, 5))
+    labels[1, 3:] = -100
+    batch = {"input_ids": labels.clamp(min=0), "labels": labels}
+    model = LogitsModel(z)
+    LMLoss(temperature)(model, batch).backward()
+    want = torch.zeros_like(z)
+    for b in range(2):
+        for t in range(4):
+            y = int(labels[b, t + 1])
+            if y != -100:
+                want[b, t] = (
+                    torch.softmax(z[b, t] / temperature, -1) - nn.functional.one_hot(torch.tensor(y), 11)
+                ) / temperature
+    torch.testing.assert_close(model.z.grad, want, rtol=1e-12, atol=1e-14)
+    if temperature == 1.0:
+        assert torch.equal(LMLoss(1.0)(model, batch), default_lm_loss(model, batch))
+    clf = nn.Linear(1, 11, bias=False).double()  # logits = W x with x = 1: the logit gradient is W's
+    with torch.no_grad():
+        clf.weight.copy_(z[0, 0][:, None])
+    ClassifierLoss(temperature)(clf, (torch.ones(1, 1, dtype=torch.float64), torch.tensor([4]))).backward()
+    want = (torch.softmax(z[0, 0] / temperature, -1) - nn.functional.one_hot(torch.tensor(4), 11)) / temperature
+    torch.testing.assert_close(clf.weight.grad[:, 0], want, rtol=1e-12, atol=1e-14)
+
+
+def test_a_high_temperature_gradient_tends_to_minus_the_centred_logit_gradient():
+    """``T · ∂CE(z/T)/∂z → 1/V − e_y`` as ``T → ∞``: the gradient of ``−(z_y − mean z)``, which does
+    not vanish on a token the model has memorised (where the T = 1 gradient does)."""
+    from valuation.loss import LMLoss
+
+    z = torch.zeros(1, 2, 6, dtype=torch.float64)
+    z[0, 0, 2] = 40.0  # memorised: p(token 2) = 1 − 1e-17
+    batch = {"input_ids": torch.tensor([[0, 2]]), "labels": torch.tensor([[0, 2]])}
+    grads = {}
+    for t in (1.0, 1e6):
+        model = LogitsModel(z)
+        LMLoss(t)(model, batch).backward()
+        grads[t] = model.z.grad[0, 0] * t
+    assert grads[1.0].abs().max() < 1e-15
+    torch.testing.assert_close(
+        grads[1e6], torch.full((6,), 1 / 6, dtype=torch.float64) - torch.eye(6)[2].double(), rtol=0, atol=1e-4
+    )
+
+
+def test_tempered_lm_gradients_through_logra_equal_explicit_per_example_gradients():
+    from valuation.loss import LMLoss
+
+    model = tiny_gpt2()
+    batch = padded_batch([8, 5, 3])
+    logra = LoGra(model, LoGraConfig(k_in=3, k_out=4, seed=2))
+    got = logra.gradients(batch, loss_fn=LMLoss(2.5))
+    names = [n for n, _, _ in logra.layout]
+
+    def one(m, b, i):
+        logits = m(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        return lm_loss(logits[i : i + 1] / 2.5, b["labels"][i : i + 1])
+
+    want = projected(
+        per_example_weight_grads(model, batch, loss_fn=one), {n: logra.projection(n) for n in names}, names
+    )
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    assert (got - logra.gradients(batch)).norm() > 0.05 * got.norm()
+
+
+def test_sampled_labels_at_a_temperature_are_drawn_from_the_softened_model():
+    z = torch.tensor([[3.0, 0.0, -1.0]], dtype=torch.float64)
+    clf = nn.Linear(1, 3, bias=False).double()
+    with torch.no_grad():
+        clf.weight.copy_(z.T)
+    draws = 20000
+    x = torch.ones(draws, 1, dtype=torch.float64)
+    for t in (1.0, 3.0):
+        loss = SampledLabelLoss(seed=5, kind="classifier", temperature=t)
+        clf.zero_grad()
+        loss(clf, (x, None)).backward()
+        # Σ_i (p_T − e_{y_i}) / T over the draws: the label frequencies are p_T up to Monte Carlo error.
+        freq = torch.softmax(z[0] / t, -1) - clf.weight.grad[:, 0] * t / draws
+        torch.testing.assert_close(freq, torch.softmax(z[0] / t, -1), rtol=0, atol=0.015)
+    with pytest.raises(ValueError, match="temperature"):
+        SampledLabelLoss(temperature=0)
