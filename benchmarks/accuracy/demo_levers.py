@@ -73,19 +73,21 @@ def correct(results, truth: dict[str, str]) -> list[int]:
 
 
 def trajectory(
-    seeds: list[int], n: int, out: Path, qs: list[dict], truth: dict[str, str], fisher: str = "empirical"
+    seeds: list[int], n: int, out: Path, qs: list[dict], truth: dict[str, str], overrides: dict | None = None
 ) -> dict:
-    """Under the platform's defaults: the demo trained with ``n`` checkpoints, valued with all of
-    them, with the recipe's own three (every ``n/3``-th, the same weights), and the final one alone."""
+    """Under the platform's defaults (``overrides``: settings that differ, e.g. ``{"fisher": "sampled"}``):
+    the demo trained with ``n`` checkpoints, valued with all of them, with the recipe's own three
+    (every ``n/3``-th, the same weights), and the final one alone."""
+    overrides = dict(overrides or {})
     base = TrainArguments().checkpoints
     right: dict[str, list[int]] = {}
     for seed in seeds:
         home = str(seed_home(seed, out, n))
-        built = App.of(load_settings(home=home, fisher=fisher))  # the weights setting keys no table
+        built = App.of(load_settings(home=home, **overrides))  # the weights setting keys no table
         for c in built.checkpoints():
             build_checkpoint(CheckpointContext(built, c.checkpoint_id))
         for weights in ("uniform", "lr"):
-            app = App.of(load_settings(home=home, checkpoint_weights=weights, fisher=fisher))
+            app = App.of(load_settings(home=home, checkpoint_weights=weights, **overrides))
             line = checkpoint_set(app, "demo", "all")
             sets = {f"set of {n}": line, f"set of {base}": line[n // base - 1 :: n // base], "final": line[-1:]}
             for name, chosen in sets.items():
@@ -100,7 +102,7 @@ def trajectory(
     return {
         "seeds": seeds,
         "checkpoints": n,
-        "fisher": fisher,
+        "settings": overrides,
         "accuracy": {k: sum(v) / len(v) for k, v in right.items()},
         "paired": {f"{x} − {y}": paired(right[x], right[y]) for x, y in pairs},
         "per_query": right,
@@ -128,13 +130,21 @@ def main() -> None:
         help="train with N checkpoints (a multiple of 3) and compare all N with the recipe's 3, defaults only",
     )
     parser.add_argument("--fisher", default="empirical", help="with --checkpoints: the fisher setting")
+    parser.add_argument("--k", type=int, default=0, help="with --checkpoints: k_in = k_out (default: the platform's)")
+    parser.add_argument("--temperature", type=float, default=None, help="with --checkpoints: the loss temperature")
     parser.add_argument("--out", type=Path, default=OUT)
     a = parser.parse_args()
     qs = queries()
     truth = {q["query_id"]: q.pop("planted_by") for q in qs}
     if a.checkpoints:
-        report = trajectory(a.seeds, a.checkpoints, a.out, qs, truth, a.fisher)
-        tag = "" if a.fisher == "empirical" else f"-{a.fisher}"
+        overrides = {} if a.fisher == "empirical" else {"fisher": a.fisher}
+        if a.k:
+            overrides |= {"k_in": a.k, "k_out": a.k}
+        if a.temperature is not None:
+            overrides["temperature"] = a.temperature
+        report = trajectory(a.seeds, a.checkpoints, a.out, qs, truth, overrides)
+        tag = ("" if a.fisher == "empirical" else f"-{a.fisher}") + (f"-k{a.k}" if a.k else "")
+        tag += "" if a.temperature is None else f"-T{a.temperature:g}"
         write_report(report, a.out / f"trajectory-{a.checkpoints}{tag}.json")
         return
     right: dict[str, list[int]] = {}

@@ -6,6 +6,8 @@ Separate so that the EKFAC peer (``ekfac_digits.py``, run in its own environment
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -29,18 +31,30 @@ def train(x, y, mask: torch.Tensor, seed: int, steps: int = 300) -> nn.Module:
     return train_with_optimizer(x, y, mask, seed, steps)[0]
 
 
-def train_with_optimizer(x, y, mask: torch.Tensor, seed: int, steps: int = 300) -> tuple[nn.Module, torch.optim.Adam]:
-    """The model and its optimizer (whose second moments optimizer-aware influence reads)."""
+def train_with_optimizer(x, y, mask: torch.Tensor, seed: int, steps: int = 300) -> tuple[nn.Module, dict]:
+    """The model and its Adam ``state_dict`` (whose second moments optimizer-aware influence reads)."""
+    _, model, state = trajectory(x, y, mask, seed, steps, every=steps)[-1]
+    return model, state
+
+
+def trajectory(
+    x, y, mask: torch.Tensor, seed: int, steps: int = 300, every: int = 30
+) -> list[tuple[int, nn.Module, dict]]:
+    """``[(step, model, Adam state_dict)]`` after every ``every``-th step of :func:`train`'s run
+    (the same run: a snapshot touches no random state, so the last model equals ``train``'s)."""
     torch.manual_seed(seed)
     model = mlp()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
     xs, ys = x[mask], y[mask]
-    for _ in range(steps):
+    snapshots = []
+    for step in range(1, steps + 1):
         loss = nn.functional.cross_entropy(model(xs), ys)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return model.eval(), opt
+        if step % every == 0:
+            snapshots.append((step, copy.deepcopy(model).eval(), copy.deepcopy(opt.state_dict())))
+    return snapshots
 
 
 def margins(model: nn.Module, x, y) -> torch.Tensor:

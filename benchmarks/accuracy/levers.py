@@ -16,7 +16,7 @@ from torch import nn
 
 from valuation import LoGra, LoGraConfig, ProjectedFisher, influence_scores, self_influence
 from valuation.fisher import mixed_fisher, unrolled_preconditioner
-from valuation.loss import SampledLabelLoss
+from valuation.loss import ClassifierLoss, LMLoss, SampledLabelLoss
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class LeverConfig:
     # SOURCE-style segment estimate (valuation.fisher.unrolled_filter) in place of the damped inverse:
     # horizon T = horizon × (the segment's share of the run's learning-rate mass) / mean eigenvalue.
     horizon: float = 0.0
+    # Loss temperature: every gradient (fit, scored rows, Fisher, queries) of softmax(logits / T).
+    temperature: float = 1.0
 
     def label(self) -> str:
         parts = [f"LoGra {self.init} k={self.k}"]
@@ -41,6 +43,8 @@ class LeverConfig:
             parts.append("Adam-scaled")
         if self.fisher != "empirical":
             parts.append(f"{self.fisher} Fisher")
+        if self.temperature != 1.0:
+            parts.append(f"T={self.temperature:g}")
         if self.mix_alpha:
             parts.append(f"mixed α={self.mix_alpha}")
         if self.mode != "if":
@@ -77,7 +81,7 @@ class LeverGradients:
 def gradient_key(cfg: LeverConfig) -> tuple:
     """Configs with equal keys share :func:`lever_gradients` (mode, damping and mixing do not
     change the gradients)."""
-    return (cfg.k, cfg.init, cfg.optimizer, cfg.fisher)
+    return (cfg.k, cfg.init, cfg.optimizer, cfg.fisher, cfg.temperature)
 
 
 def lever_gradients(
@@ -103,8 +107,11 @@ def lever_gradients(
             raise ValueError("the optimizer lever needs the checkpoint's second moments")
         logra.set_optimizer_state(second_moments)
     sampled = cfg.fisher == "sampled"
+    t = cfg.temperature
+    if t != 1.0:
+        loss_fn = LMLoss(t) if kind == "lm" else ClassifierLoss(t)
     if cfg.init == "pca":
-        logra.fit(train_batches, loss_fn=SampledLabelLoss(0, kind) if sampled else loss_fn)
+        logra.fit(train_batches, loss_fn=SampledLabelLoss(0, kind, t) if sampled else loss_fn)
 
     def rows(batches, fn) -> torch.Tensor:
         g = torch.cat([logra.gradients(b, loss_fn=fn) for b in batches])
@@ -114,7 +121,7 @@ def lever_gradients(
 
     g = rows(train_batches, loss_fn)
     q = torch.cat([logra.gradients(b, loss_fn=loss_fn) for b in query_batches])
-    fisher_rows = rows(train_batches, SampledLabelLoss(1, kind)) if sampled else g
+    fisher_rows = rows(train_batches, SampledLabelLoss(1, kind, t)) if sampled else g
     return LeverGradients(logra, g, fisher_rows, q)
 
 
@@ -157,6 +164,12 @@ def lever_scores(
         model, train_batches, query_batches, loss_fn, cfg, kind, include, second_moments, owner, n_train
     )
     return scores_from_gradients(grads, cfg)
+
+
+def sub_trajectories(n: int, base: int) -> dict[int, list[int]]:
+    """Evenly spaced sub-sets of ``n`` checkpoints, each ending at the last: ``{size: indices}`` for
+    every size that divides ``n`` and is a multiple of ``base`` (the recipe's own set is ``base``)."""
+    return {m: [n // m * (i + 1) - 1 for i in range(m)] for m in range(base, n + 1, base) if n % m == 0}
 
 
 def paired(a: Sequence[float], b: Sequence[float]) -> dict:

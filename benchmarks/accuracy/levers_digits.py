@@ -5,6 +5,12 @@
 Same task, ground truth and cache as ``benchmarks.accuracy.digits`` (same masks and key); every
 method scores the full model (seed 0); the optimizer lever reads that training run's Adam state.
 Writes ``benchmarks/accuracy/out/levers-digits.json``.
+
+``--trajectory N [--runs 0 1]``: each run (training seed) saves N evenly spaced checkpoints with
+their Adam state; the trajectory levers score every checkpoint, and the evenly spaced sub-sets
+ending at the final model are combined as the platform does (per-query normalised, learning-rate
+weights of each checkpoint's segment: equal here, the rate is constant); the runs' whole
+trajectories are also combined together. Writes ``levers-digits-trajectory-<N>.json``.
 """
 
 from __future__ import annotations
@@ -16,10 +22,11 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.accuracy.digits_task import load, loss_fn, margins, train, train_with_optimizer
-from benchmarks.accuracy.levers import SINGLE_LEVERS, LeverConfig, lever_scores, paired
+from benchmarks.accuracy.digits_task import load, loss_fn, margins, train, train_with_optimizer, trajectory
+from benchmarks.accuracy.levers import SINGLE_LEVERS, LeverConfig, lever_scores, paired, sub_trajectories
 from valuation.baselines import exact_influence
-from valuation.evaluate import ground_truth, lds, sample_subsets, tail_patch_check
+from valuation.combine import checkpoint_weights, combine_score_matrices
+from valuation.evaluate import GroundTruth, ground_truth, lds, sample_subsets, tail_patch_check
 from valuation.optimizer import adam_second_moments
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -37,7 +44,69 @@ CONFIGS = [
     LeverConfig(k=32),
     # The unrolled segment estimate with the whole run as one segment: (1 - e^{-Tσ})/σ, T = c / mean σ.
     *(LeverConfig(horizon=c) for c in (1.0, 3.0, 10.0, 30.0, 100.0)),
+    # Loss temperature (valuation.loss.ClassifierLoss): gradients of softmax(logits / T).
+    *(LeverConfig(temperature=t) for t in (1.5, 2.0, 2.5, 3.0, 4.0)),
+    LeverConfig(optimizer=True, temperature=2.0),
+    LeverConfig(k=32, temperature=2.0),
 ]
+
+TRAJECTORY = [
+    LeverConfig(),
+    LeverConfig(optimizer=True),
+    LeverConfig(k=32),
+    LeverConfig(k=32, optimizer=True),
+    LeverConfig(k=32, fisher="sampled", damping=0.001),
+    LeverConfig(temperature=2.0),
+    LeverConfig(optimizer=True, temperature=2.0),
+    LeverConfig(k=32, temperature=2.0),
+]
+SET_SIZES = (1, 3, 6, 10, 15, 30)
+STEPS, LR = 300, 3e-3  # digits_task.train's run
+
+
+def score_trajectories(xtr, ytr, xq, yq, n: int, runs: list[int], gt: GroundTruth, t0: float) -> dict:
+    """LDS of every :data:`TRAJECTORY` lever on every evenly spaced sub-set of ``n`` checkpoints of
+    each run, and on all runs' checkpoints together; paired against the default's final model."""
+    every = STEPS // n
+    sets = {m: idx for m, idx in sub_trajectories(n, 1).items() if m in SET_SIZES}
+    scores: dict[str, torch.Tensor] = {}
+    whole: dict[str, list[torch.Tensor]] = {}
+    for run in runs:
+        snaps = trajectory(xtr, ytr, torch.ones(len(ytr), dtype=torch.bool), run, STEPS, every)
+        steps = [s for s, _, _ in snaps]
+        for cfg in TRAJECTORY:
+            per = [
+                lever_scores(
+                    m,
+                    [(xtr, ytr)],
+                    [(xq, yq)],
+                    loss_fn,
+                    cfg,
+                    "classifier",
+                    ("",),
+                    adam_second_moments(m, st, [p for p, _ in m.named_parameters()]),
+                )
+                for _, m, st in snaps
+            ]
+            whole.setdefault(cfg.label(), []).extend(per)
+            for size, idx in sets.items():
+                chosen = [steps[i] for i in idx]
+                w = checkpoint_weights([{"step": s, "learning_rate": LR} for s in range(1, STEPS + 1)], chosen)
+                scores[f"{cfg.label()} | run {run} | {size}"] = combine_score_matrices([per[i] for i in idx], w)
+            print(f"run {run} {cfg.label()} {time.time() - t0:.0f} s", flush=True)
+    for label, per in whole.items():
+        scores[f"{label} | runs {'+'.join(map(str, runs))} | {len(per)}"] = combine_score_matrices(per)
+    results = {name: lds(s, gt) for name, s in scores.items()}
+    base = results[f"{LeverConfig().label()} | run {runs[0]} | 1"]
+    return {
+        name: {
+            "mean": r.mean,
+            "se": r.se,
+            "vs default final": paired(r.per_query.tolist(), base.per_query.tolist()),
+            "per_query": r.per_query.tolist(),
+        }
+        for name, r in results.items()
+    }
 
 
 def main() -> None:
@@ -47,6 +116,8 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=1000)
     parser.add_argument("--n-query", type=int, default=50)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--trajectory", type=int, default=0, metavar="N", help="checkpoints per run (divides 300)")
+    parser.add_argument("--runs", type=int, nargs="+", default=[0, 1], help="with --trajectory: training seeds")
     a = parser.parse_args()
     torch.set_num_threads(1)
     t0 = time.time()
@@ -60,8 +131,20 @@ def main() -> None:
         a.out / "cache",
         key=f"digits-{a.n_train}-{a.n_query}",
     )
-    full, opt = train_with_optimizer(xtr, ytr, torch.ones(a.n_train, dtype=torch.bool), 0)
-    moments = adam_second_moments(full, opt.state_dict(), [n for n, _ in full.named_parameters()])
+    if a.trajectory:
+        rows = score_trajectories(xtr, ytr, xq, yq, a.trajectory, a.runs, gt, t0)
+        report = {"subsets": a.subsets, "seeds": a.seeds, "ceiling": gt.reliability(), "lds": rows}
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / f"levers-digits-trajectory-{a.trajectory}.json").write_text(json.dumps(report, indent=2))
+        print(f"ceiling {report['ceiling']:.3f}, {time.time() - t0:.0f} s")
+        for name, r in rows.items():
+            d = r["vs default final"]
+            print(
+                f"{name:60s} {r['mean']:.3f} ± {r['se']:.3f}  {d['diff']:+.3f} ± {d['se']:.3f} ({d['wins']}/{d['n']})"
+            )
+        return
+    full, state = train_with_optimizer(xtr, ytr, torch.ones(a.n_train, dtype=torch.bool), 0)
+    moments = adam_second_moments(full, state, [n for n, _ in full.named_parameters()])
     methods = {}
     for cfg in CONFIGS:
         methods[cfg.label()] = lever_scores(full, [(xtr, ytr)], [(xq, yq)], loss_fn, cfg, "classifier", ("",), moments)

@@ -34,9 +34,10 @@ from benchmarks.accuracy.levers import (
     lever_gradients,
     paired,
     scores_from_gradients,
+    sub_trajectories,
 )
 from benchmarks.accuracy.lm import OUT, LMSuite, LMSuiteArguments, sequence_losses
-from valuation import default_lm_loss
+from valuation import LMLoss, default_lm_loss
 from valuation.combine import checkpoint_weights, combine_score_matrices
 from valuation.evaluate import (
     LDSArguments,
@@ -176,7 +177,7 @@ def checkpoint_scores(
             out[f"{cfg.label()} [{set_name}]"] = scores_from_gradients(grads(cfg), cfg, segment=share)
     for cfg in answer_only:
         g = grads(cfg)
-        q = torch.cat([g.logra.gradients(b, loss_fn=default_lm_loss) for b in answer_batches])
+        q = torch.cat([g.logra.gradients(b, loss_fn=LMLoss(cfg.temperature)) for b in answer_batches])
         out[cfg.label() + ", answer-only"] = scores_from_gradients(g, cfg, q)
     return out
 
@@ -191,13 +192,12 @@ TRAJECTORY = [
     LeverConfig(optimizer=True, fisher="sampled", k=32),
     *(LeverConfig(optimizer=True, horizon=c) for c in (3.0, 30.0, 300.0)),
     *(LeverConfig(horizon=c) for c in (3.0, 30.0, 300.0)),
+    # Loss temperature (valuation.loss.LMLoss): the memorised late checkpoints' gradients back.
+    *(LeverConfig(optimizer=True, temperature=t) for t in (1.5, 2.0, 4.0, 8.0)),
+    LeverConfig(temperature=2.0),
+    LeverConfig(optimizer=True, k=32, temperature=2.0),
+    LeverConfig(optimizer=True, fisher="sampled", k=32, temperature=2.0),
 ]
-
-
-def sub_trajectories(n: int, base: int) -> dict[int, list[int]]:
-    """Evenly spaced sub-sets of ``n`` checkpoints, each ending at the last: ``{size: indices}`` for
-    every size that divides ``n`` and is a multiple of ``base`` (the recipe's own set is ``base``)."""
-    return {m: [n // m * (i + 1) - 1 for i in range(m)] for m in range(base, n + 1, base) if n % m == 0}
 
 
 def score_levers(
@@ -342,10 +342,12 @@ def main() -> None:
     saved = suite.workdir / "lever-scores.pt"
     # Scores are kept: a rerun only re-reads the Shapley values and re-reports.
     configs = TRAJECTORY if a.trajectory else QUICK if a.quick else CONFIGS
-    if saved.exists():
-        methods = torch.load(saved)["scores"]
-    else:
-        methods = score_levers(suite, paths, trainer_state, t0, configs, [] if a.trajectory else ANSWER_ONLY)
+    methods = torch.load(saved)["scores"] if saved.exists() else {}
+    # Configs added since the scores were saved are scored and merged (the others are not redone).
+    missing = [c for c in configs if not {f"{c.label()}, final checkpoint", f"{c.label()}, set summed"} & set(methods)]
+    if missing:
+        answer_only = [] if a.trajectory or methods else ANSWER_ONLY
+        methods |= score_levers(suite, paths, trainer_state, t0, missing, answer_only)
         torch.save({"scores": methods, "weights": weights}, saved)
     print(f"scores {time.time() - t0:.0f} s", flush=True)
     if a.lds:

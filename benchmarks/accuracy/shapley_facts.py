@@ -53,9 +53,12 @@ CONFIGS = [
     LeverConfig(mode="cosine"),
     LeverConfig(optimizer=True, mix_alpha=0.5, mode="cosine"),  # TrackStar-like
     LeverConfig(fisher="sampled", damping=0.001),
+    LeverConfig(temperature=2.0),
+    LeverConfig(optimizer=True, temperature=2.0),  # the platform's defaults since the loss temperature
 ]
 OLD_DEFAULT = f"{LeverConfig().label()}, set normalised"
-NEW_DEFAULT = f"{LeverConfig(optimizer=True).label()}, set normalised, lr-weighted"
+PREVIOUS_DEFAULT = f"{LeverConfig(optimizer=True).label()}, set normalised, lr-weighted"
+NEW_DEFAULT = f"{LeverConfig(optimizer=True, temperature=2.0).label()}, set normalised, lr-weighted"
 
 
 class FactShapleySuite:
@@ -206,8 +209,10 @@ def main() -> None:
     for policy in POLICIES:
         base = report["methods"][OLD_DEFAULT][policy]["per_query_l1"]
         new = report["methods"][NEW_DEFAULT][policy]["per_query_l1"]
+        previous = report["methods"][PREVIOUS_DEFAULT][policy]["per_query_l1"]
         for entry in report["methods"].values():
             entry[policy]["l1 vs old default"] = paired(entry[policy]["per_query_l1"], base)
+            entry[policy]["l1 vs previous default"] = paired(entry[policy]["per_query_l1"], previous)
             entry[policy]["l1 vs new default"] = paired(entry[policy]["per_query_l1"], new)
     report["seconds"] = time.time() - t0
     a.out.mkdir(parents=True, exist_ok=True)
@@ -218,15 +223,18 @@ def main() -> None:
         print(f"seed 0 vs seed 1: L1 {r['l1']['mean']:.3f} ± {r['l1']['se']:.3f} top1 {r['top1']['mean']:.3f}")
     r = report["pro-rata"]
     print(f"pro-rata L1 {r['l1']['mean']:.3f} ± {r['l1']['se']:.3f} top1 {r['top1']['mean']:.3f}")
-    print("| credit | policy | L1 to Shapley shares | top-1 agrees | Spearman | L1 vs old default (paired) |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    print(
+        "| credit | policy | L1 to Shapley shares | top-1 agrees | Spearman | L1 vs old default (paired) "
+        "| L1 vs previous default (Adam, lr, T=1) |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for label, e in sorted(report["methods"].items(), key=lambda kv: kv[1]["topk_share"]["l1"]["mean"]):
         for policy in POLICIES:
             r = e[policy]
-            d = r["l1 vs old default"]
+            d, p = r["l1 vs old default"], r["l1 vs previous default"]
             print(
                 f"| {label} | `{policy}` | {r['l1']['mean']:.3f} ± {r['l1']['se']:.3f} | {r['top1']['mean']:.3f} "
-                f"| {r['spearman']['mean']:.3f} | {d['diff']:+.3f} ± {d['se']:.3f} |"
+                f"| {r['spearman']['mean']:.3f} | {d['diff']:+.3f} ± {d['se']:.3f} | {p['diff']:+.3f} ± {p['se']:.3f} |"
             )
 
 

@@ -34,7 +34,7 @@ def test_shared_gradients_score_like_separate_runs():
 
 
 def test_sub_trajectories_are_evenly_spaced_and_end_at_the_last_checkpoint():
-    from benchmarks.accuracy.levers_lm import sub_trajectories
+    from benchmarks.accuracy.levers import sub_trajectories
 
     assert sub_trajectories(12, 3) == {3: [3, 7, 11], 6: [1, 3, 5, 7, 9, 11], 12: list(range(12))}
     assert sub_trajectories(3, 3) == {3: [0, 1, 2]}
