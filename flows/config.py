@@ -29,6 +29,8 @@ COMBINES = ("normalised", "sum")
 DISPATCHES = ("local", "pool")
 OPTIMIZER_SCALINGS = ("auto", "on", "off")
 FISHERS = ("empirical", "sampled")
+# What a key that valuation_config() leaves out stands for (tables logged before the setting existed).
+OMITTED_KEYS = {"fisher": "empirical", "temperature": 1.0}
 CHECKPOINT_WEIGHTS = ("auto", "uniform", "lr")
 CONFIDENCES = ("tail-patch", "off")
 
@@ -221,9 +223,8 @@ class Settings:
             "max_length": self.max_length,
             "dtype": self.dtype,
             "fit_examples": self.fit_examples,
-            # only when not the default, so that tables logged before the setting keep their key
-            **({"fisher": self.fisher} if self.fisher != "empirical" else {}),
-            **({"temperature": self.temperature} if self.temperature != 1.0 else {}),
+            # only when not the value from before the setting, so that tables logged then keep their key
+            **{k: getattr(self, k) for k, v in OMITTED_KEYS.items() if getattr(self, k) != v},
         }
 
     def config_hash(self) -> str:

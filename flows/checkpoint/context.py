@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 
 from flows.app import App
+from flows.config import OMITTED_KEYS
 from flows.errors import ConfigurationError, NotReadyError
 
 EXAMPLE_COLUMNS = ["example_id", "doc_id", "provider_id", "provider_code", "input_ids"]
@@ -168,7 +169,10 @@ class CheckpointContext:
         for t in others:
             keys = sorted(set(want) | set(t.config))
             old = t.config
-            changed = [f"{k} = {old.get(k)!r} (now {want.get(k)!r})" for k in keys if old.get(k) != want.get(k)]
+            implied = OMITTED_KEYS  # an absent key is its old default, not None
+            was = {k: old.get(k, implied.get(k)) for k in keys}
+            now = {k: want.get(k, implied.get(k)) for k in keys}
+            changed = [f"{k} = {was[k]!r} (now {now[k]!r})" for k in keys if was[k] != now[k]]
             diffs.append(", ".join(changed) or "the same settings (an unfinished log)")
         return (
             f"checkpoint {ck}: no gradients logged with the current settings; it was logged with "

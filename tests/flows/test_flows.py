@@ -316,6 +316,10 @@ def test_a_changed_setting_names_what_the_checkpoint_was_logged_with(settings, w
     app.queries.add_file(world["queries"], "tiny")
     result = valuation_cycle(app)
     assert not result.runs and f"dtype = '{settings.dtype}'" in result.waiting["tiny"]
+    # A home logged at temperature 1 (the key leaves it out) upgraded to the default of 2.
+    cold = ctx_of(settings.replace(temperature=1.0), ids[0])
+    with pytest.raises(NotReadyError, match=f"temperature = {settings.temperature!r} \\(now 1.0\\)"):
+        cold.table()
 
 
 def test_a_run_reads_a_pinned_version_that_survives_optimize(settings, world):
