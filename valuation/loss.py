@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from valuation.errors import ConfigurationError
+
 IGNORE_INDEX = -100
 
 
@@ -64,9 +66,12 @@ def default_lm_loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torc
 
 def check_temperature(temperature: float) -> float:
     """``temperature`` as a float, refused unless finite and positive."""
-    t = float(temperature)
+    try:
+        t = float(temperature)
+    except (TypeError, ValueError):
+        t = math.nan
     if not math.isfinite(t) or t <= 0:
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        raise ConfigurationError(f"temperature must be a finite number > 0, got {temperature!r}")
     return t
 
 

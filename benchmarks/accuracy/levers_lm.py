@@ -60,6 +60,8 @@ CONFIGS = [
     LeverConfig(optimizer=True, mix_alpha=0.5, mode="cosine"),
     LeverConfig(mix_alpha=0.5, mode="cosine"),
     LeverConfig(k=32),  # k=64 needs 4096² eigendecompositions per module: too slow on the shared CPU
+    LeverConfig(temperature=2.0),
+    LeverConfig(optimizer=True, temperature=2.0),  # the platform's defaults since the loss temperature
 ]
 
 

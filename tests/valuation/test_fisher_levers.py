@@ -243,5 +243,10 @@ def test_sampled_labels_at_a_temperature_are_drawn_from_the_softened_model():
         # Σ_i (p_T − e_{y_i}) / T over the draws: the label frequencies are p_T up to Monte Carlo error.
         freq = torch.softmax(z[0] / t, -1) - clf.weight.grad[:, 0] * t / draws
         torch.testing.assert_close(freq, torch.softmax(z[0] / t, -1), rtol=0, atol=0.015)
-    with pytest.raises(ValueError, match="temperature"):
-        SampledLabelLoss(temperature=0)
+    from valuation.errors import ConfigurationError
+    from valuation.loss import ClassifierLoss, LMLoss
+
+    for bad in (0, -1.0, float("nan"), float("inf"), "hot", None):
+        for cls in (LMLoss, ClassifierLoss, lambda t: SampledLabelLoss(temperature=t)):
+            with pytest.raises(ConfigurationError, match="temperature"):
+                cls(bad)
