@@ -200,6 +200,12 @@ def main() -> None:
         "pro-rata": shapley_agreement(pro_rata_credit(suite.groups, n_p, len(values)), values),
         # the noise floor: one seed's Shapley values against another's (as credit against truth)
         "seed_agreement": shapley_agreement(res.per_seed[0], res.per_seed[1]) if a.seeds > 1 else None,
+        # with 4+ seeds: the mean of one half of the seeds against the other's (the ground truth's own noise)
+        "split_half_agreement": shapley_agreement(
+            res.per_seed[: a.seeds // 2].mean(0), res.per_seed[a.seeds // 2 :].mean(0)
+        )
+        if a.seeds >= 4
+        else None,
         "methods": {},
     }
     for label, s in methods.items():
@@ -221,6 +227,9 @@ def main() -> None:
     if report["seed_agreement"] is not None:
         r = report["seed_agreement"]
         print(f"seed 0 vs seed 1: L1 {r['l1']['mean']:.3f} ± {r['l1']['se']:.3f} top1 {r['top1']['mean']:.3f}")
+    if report["split_half_agreement"] is not None:
+        r = report["split_half_agreement"]
+        print(f"split halves of the seeds: L1 {r['l1']['mean']:.3f} ± {r['l1']['se']:.3f} top1 {r['top1']['mean']:.3f}")
     r = report["pro-rata"]
     print(f"pro-rata L1 {r['l1']['mean']:.3f} ± {r['l1']['se']:.3f} top1 {r['top1']['mean']:.3f}")
     print(
