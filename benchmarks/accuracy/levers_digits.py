@@ -71,28 +71,24 @@ def score_trajectories(xtr, ytr, xq, yq, n: int, runs: list[int], gt: GroundTrut
     sets = {m: idx for m, idx in sub_trajectories(n, 1).items() if m in SET_SIZES}
     scores: dict[str, torch.Tensor] = {}
     whole: dict[str, list[torch.Tensor]] = {}
+    # Every run takes the same steps: one set of learning-rate weights per sub-set size.
+    log_history = [{"step": s, "learning_rate": LR} for s in range(1, STEPS + 1)]
+    weights = {size: checkpoint_weights(log_history, [every * (i + 1) for i in idx]) for size, idx in sets.items()}
     for run in runs:
-        snaps = trajectory(xtr, ytr, torch.ones(len(ytr), dtype=torch.bool), run, STEPS, every)
-        steps = [s for s, _, _ in snaps]
+        snaps = [
+            (m, adam_second_moments(m, st, [p for p, _ in m.named_parameters()]))
+            for _, m, st in trajectory(xtr, ytr, torch.ones(len(ytr), dtype=torch.bool), run, STEPS, every)
+        ]
         for cfg in TRAJECTORY:
             per = [
-                lever_scores(
-                    m,
-                    [(xtr, ytr)],
-                    [(xq, yq)],
-                    loss_fn,
-                    cfg,
-                    "classifier",
-                    ("",),
-                    adam_second_moments(m, st, [p for p, _ in m.named_parameters()]),
-                )
-                for _, m, st in snaps
+                lever_scores(m, [(xtr, ytr)], [(xq, yq)], loss_fn, cfg, "classifier", ("",), moments)
+                for m, moments in snaps
             ]
             whole.setdefault(cfg.label(), []).extend(per)
             for size, idx in sets.items():
-                chosen = [steps[i] for i in idx]
-                w = checkpoint_weights([{"step": s, "learning_rate": LR} for s in range(1, STEPS + 1)], chosen)
-                scores[f"{cfg.label()} | run {run} | {size}"] = combine_score_matrices([per[i] for i in idx], w)
+                scores[f"{cfg.label()} | run {run} | {size}"] = combine_score_matrices(
+                    [per[i] for i in idx], weights[size]
+                )
             print(f"run {run} {cfg.label()} {time.time() - t0:.0f} s", flush=True)
     for label, per in whole.items():
         scores[f"{label} | runs {'+'.join(map(str, runs))} | {len(per)}"] = combine_score_matrices(per)

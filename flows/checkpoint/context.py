@@ -169,9 +169,9 @@ class CheckpointContext:
         for t in others:
             keys = sorted(set(want) | set(t.config))
             old = t.config
-            implied = OMITTED_KEYS  # an absent key is its old default, not None
-            was = {k: old.get(k, implied.get(k)) for k in keys}
-            now = {k: want.get(k, implied.get(k)) for k in keys}
+            # an absent key stands for its value from before the setting existed, not None
+            was = {k: old.get(k, OMITTED_KEYS.get(k)) for k in keys}
+            now = {k: want.get(k, OMITTED_KEYS.get(k)) for k in keys}
             changed = [f"{k} = {was[k]!r} (now {now[k]!r})" for k in keys if was[k] != now[k]]
             diffs.append(", ".join(changed) or "the same settings (an unfinished log)")
         return (
