@@ -209,10 +209,10 @@ def test_a_high_temperature_gradient_tends_to_minus_the_centred_logit_gradient()
     )
 
 
-def test_tempered_lm_gradients_through_logra_equal_explicit_per_example_gradients():
+def test_tempered_lm_gradients_through_logra_equal_explicit_per_example_gradients(model):
+    """GPT-2 (Conv1D) and Llama (Linear, gated MLP): the same explicit reference."""
     from valuation.loss import LMLoss
 
-    model = tiny_gpt2()
     batch = padded_batch([8, 5, 3])
     logra = LoGra(model, LoGraConfig(k_in=3, k_out=4, seed=2))
     got = logra.gradients(batch, loss_fn=LMLoss(2.5))
