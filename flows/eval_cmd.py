@@ -4,8 +4,9 @@
 A task is any ``module:function`` returning a :class:`valuation.evaluate.EvalTask` (how to
 retrain on a subset, how to measure the queries, the methods' scores; ``providers`` for
 Shapley). The repository's suites have short names: ``digits`` (MLP on scikit-learn's digits) and
-``demo-lm`` (the demo GPT-2 and corpus; it has providers); they live in the ``benchmarks.accuracy``
-package (installed with dataworth).
+``demo-lm`` (the demo GPT-2 and corpus; it has providers) and ``provider-overlap`` (five providers
+of uneven size whose topics and styles overlap; for ``--shapley``); they live in the
+``benchmarks.accuracy`` package (installed with dataworth).
 
 flows/cli/commands_ops.py registers it as ``dataworth eval``.
 """
@@ -28,6 +29,8 @@ SUITES = {
     "digits": "benchmarks.accuracy.digits:task",
     "demo-lm": "benchmarks.accuracy.lm:task",
     "demo-lm-smoke": "benchmarks.accuracy.lm:smoke_task",
+    "provider-overlap": "benchmarks.accuracy.shapley_facts:overlap_task",
+    "provider-overlap-smoke": "benchmarks.accuracy.shapley_facts:overlap_smoke_task",
 }
 
 

@@ -184,6 +184,18 @@ def checkpoint_scores(
     return out
 
 
+def platform_default_scores(suite: ScoringSuite, paths: list[Path]) -> torch.Tensor:
+    """``(n_query, n_train)``: the platform's default recipe (``FitArguments``' defaults: LoGra PCA
+    k=16, gradients Adam-scaled from each checkpoint's ``optimizer.pt``, loss temperature 2) at
+    every checkpoint of ``paths``, combined normalised with the learning-rate weights of the last
+    one's ``trainer_state.json``, as a valuation over the checkpoint set does."""
+    cfg = LeverConfig(k=16, optimizer=True, temperature=2.0)
+    scores = [checkpoint_scores(suite, p, [cfg], [], [])[cfg.label()] for p in paths]
+    steps = [int(p.name.split("-")[1]) for p in paths]
+    weights = checkpoint_weights(paths[-1] / "trainer_state.json", steps)
+    return combine_score_matrices(scores, weights, normalise=True)
+
+
 # Trajectory density: the full model saved every 2 epochs; its sub-trajectories of 3 (the recipe's
 # own checkpoints, epochs 8/16/24), 6 and 12 checkpoints are scored from the same gradients.
 TRAJECTORY = [

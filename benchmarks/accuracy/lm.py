@@ -48,6 +48,8 @@ from valuation.evaluate import (
 transformers.utils.logging.disable_progress_bar()
 OUT = Path(__file__).resolve().parent / "out"
 CHUNK = 16  # sequences per gradient batch
+# The label of the platform's default recipe (benchmarks.accuracy.levers_lm.platform_default_scores).
+PLATFORM_DEFAULTS = "platform defaults: LoGra pca k=16, Adam-scaled, T=2, checkpoint set, lr-weighted"
 
 
 def untrained_model(recipe, tokenizer, seed: int):
@@ -179,8 +181,9 @@ class LMSuite:
         if self._full is None:
             out = self.workdir / "full-seed0"
             paths = sorted(out.glob("step-*"))
-            if len(paths) != self.args.recipe.checkpoints:
-                paths = self.train(torch.ones(self.n_train, dtype=torch.bool), 0, out)
+            # with their training state: the platform's defaults read Adam's moments and the schedule
+            if len(paths) != self.args.recipe.checkpoints or not all((p / "optimizer.pt").exists() for p in paths):
+                paths = self.train(torch.ones(self.n_train, dtype=torch.bool), 0, out, training_state=True)
             self._full = paths
         return self._full
 
@@ -280,7 +283,14 @@ class LMSuite:
             self.representations(self.query_batches), self._doc_representations()
         )
         reg["TF-IDF, character 3-5-grams"] = lambda: tfidf_similarity(self.query_texts, self.texts)
+        reg[PLATFORM_DEFAULTS] = self.platform_defaults
         return reg
+
+    def platform_defaults(self) -> torch.Tensor:
+        """``(n_query, n_train)``: the platform's default recipe over the three checkpoints."""
+        from benchmarks.accuracy.levers_lm import platform_default_scores
+
+        return platform_default_scores(self, self.full_checkpoints())
 
     def _doc_representations(self) -> torch.Tensor:
         seq = self.representations(self.train_batches)
