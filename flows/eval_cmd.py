@@ -29,8 +29,8 @@ SUITES = {
     "digits": "benchmarks.accuracy.digits:task",
     "demo-lm": "benchmarks.accuracy.lm:task",
     "demo-lm-smoke": "benchmarks.accuracy.lm:smoke_task",
-    "provider-overlap": "benchmarks.accuracy.shapley_facts:overlap_task",
-    "provider-overlap-smoke": "benchmarks.accuracy.shapley_facts:overlap_smoke_task",
+    "provider-overlap": "benchmarks.accuracy.shapley_corpora:overlap_task",
+    "provider-overlap-smoke": "benchmarks.accuracy.shapley_corpora:overlap_smoke_task",
 }
 
 

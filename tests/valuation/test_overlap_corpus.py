@@ -82,7 +82,7 @@ def test_the_eval_command_runs_provider_shapley_on_the_overlap_corpus(tmp_path):
     n_docs = 4 * len(PROVIDERS)
     assert shapley.shape == (n_docs + len(fact_queries()), len(PROVIDERS))
     # Efficiency against the real retrainings: a query's Shapley values sum to v(all) − v(∅).
-    from benchmarks.accuracy.shapley_facts import overlap_smoke_task
+    from benchmarks.accuracy.shapley_corpora import overlap_smoke_task
 
     task = overlap_smoke_task()
     every = torch.ones(task.n_train, dtype=torch.bool)

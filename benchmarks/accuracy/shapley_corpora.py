@@ -3,8 +3,8 @@
 distractor documents) and the overlapping-providers corpus (``--corpus overlap``:
 ``benchmarks.accuracy.overlap_corpus``, five providers of uneven size sharing topics and styles).
 
-    PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.shapley_facts [--corpus facts --entities 24 --seeds 1]
-    PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.shapley_facts --corpus overlap --seeds 6 --workers 2
+    PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.shapley_corpora [--corpus facts --entities 24 --seeds 1]
+    PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.shapley_corpora --corpus overlap --seeds 6 --workers 2
 
 Retrains the recipe (the demo GPT-2; 20 epochs for the fact suite, the demo's 24 for the overlap
 corpus) on every coalition of the 5 providers (32 coalitions × seeds; the empty coalition is the
