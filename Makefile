@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test test-unit test-integration lint demo
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile infra/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
 	@# The CPU build of torch unless a CUDA driver is present (an unpinned torch pulls a multi-GB CUDA build).
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	else \
 		$(PY) -m pip install -q torch==2.13.0; \
 	fi
-	@$(PY) -m pip install -q -e '.[test]'
+	@$(PY) -m pip install -q -e '.[test]' -c infra/constraints.txt
 	@touch $(STAMP)
 
 # The whole suite: unit tests, then the scale-out integration tests (real Prefect server on

@@ -22,6 +22,6 @@ COPY ledger ./ledger
 COPY flows ./flows
 COPY infra ./infra
 COPY prefect.yaml ./
-RUN pip install -e .
+RUN pip install -e . -c infra/constraints.txt
 
 CMD ["prefect", "worker", "start", "--pool", "dataworth", "--type", "process"]
