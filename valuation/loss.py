@@ -110,6 +110,50 @@ class ClassifierLoss:
         return F.cross_entropy(model(x) / self.temperature, y, reduction="sum")
 
 
+def log_odds_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed minus log-odds of the label, ``-(z_y - logsumexp_{v != y} z_v) = -log(p_y / (1 - p_y))``.
+
+    ``logits`` ``(n, classes)``, ``labels`` ``(n,)`` (``-100`` ignored). Per row its gradient in
+    the logits is ``(p - e_y) / (1 - p_y)``: the cross-entropy's where the model is unsure
+    (``p_y`` small) and, unlike it, of size ≈ 1 where the model is sure (``p_y → 1``), so a memorised
+    example keeps a gradient without softening the others (TRAK's model output function).
+    """
+    counted = labels != IGNORE_INDEX
+    z = logits[counted]
+    if z.dtype in (torch.float16, torch.bfloat16):
+        z = z.float()
+    y = labels[counted].unsqueeze(1)
+    others = torch.logsumexp(z.scatter(1, y, float("-inf")), dim=1)
+    return (others - z.gather(1, y).squeeze(1)).sum()
+
+
+class LMLogOddsLoss:
+    """A ``loss_fn(model, batch)``: :func:`log_odds_loss` of every counted next token, summed.
+
+    The alternative to :class:`LMLoss`'s temperature for memorised checkpoints: per token the
+    gradient is ``(p − e_y) / (1 − p_y)``, equal to the cross-entropy's for tokens the model gets
+    wrong and not vanishing for tokens it predicts with ``p_y ≈ 1`` (benchmarks/ACCURACY.md,
+    "Log-odds gradients").
+    """
+
+    def __call__(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        logits = lm_logits(model, batch)
+        labels = labels_from_batch(batch).to(logits.device)
+        shifted = logits[:, :-1, :]
+        return log_odds_loss(shifted.reshape(-1, shifted.shape[-1]), labels[:, 1:].reshape(-1))
+
+    def __repr__(self) -> str:
+        return "LMLogOddsLoss()"
+
+
+class ClassifierLogOddsLoss:
+    """A ``loss_fn(model, (x, y))``: :func:`log_odds_loss` of ``model(x)``, summed."""
+
+    def __call__(self, model: nn.Module, batch) -> torch.Tensor:
+        x, y = batch
+        return log_odds_loss(model(x), y)
+
+
 def sample_lm_labels(logits: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Labels drawn from the model's predictive distribution at every counted position.
 

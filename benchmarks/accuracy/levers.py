@@ -2,7 +2,8 @@
 
 The levers (issue 12): optimizer-aware gradients (Adam's factored second moment folded into the
 projections), the sampled-label (true) Fisher for the fit and the projected Fisher, a mixed
-train/query second moment, unit normalisation (mode ``cosine``), damping by a spectral rule.
+train/query second moment, unit normalisation (mode ``cosine``), damping by a spectral rule, the
+loss temperature, and log-odds gradients in place of the cross-entropy's.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import nn
 
 from valuation import LoGra, LoGraConfig, ProjectedFisher, influence_scores, self_influence
 from valuation.fisher import mixed_fisher, unrolled_preconditioner
-from valuation.loss import ClassifierLoss, LMLoss, SampledLabelLoss
+from valuation.loss import ClassifierLogOddsLoss, ClassifierLoss, LMLogOddsLoss, LMLoss, SampledLabelLoss
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,21 @@ class LeverConfig:
     horizon: float = 0.0
     # Loss temperature: every gradient (fit, scored rows, Fisher, queries) of softmax(logits / T).
     temperature: float = 1.0
+    # What every gradient is of: "ce" (the cross-entropy, at ``temperature``) or "log_odds"
+    # (minus the label's log-odds, valuation.loss.LMLogOddsLoss: memorised tokens keep a gradient).
+    output: str = "ce"
+
+    def __post_init__(self) -> None:
+        if self.output not in ("ce", "log_odds"):
+            raise ValueError(f"output must be 'ce' or 'log_odds', got {self.output!r}")
+        if self.output == "log_odds" and (self.temperature != 1.0 or self.fisher != "empirical"):
+            raise ValueError("log-odds gradients are measured at temperature 1 with the empirical Fisher")
+
+    def loss(self, kind: str) -> Callable[[nn.Module, Any], torch.Tensor]:
+        """The ``loss_fn`` of every gradient (``kind``: "lm" or "classifier")."""
+        if self.output == "log_odds":
+            return LMLogOddsLoss() if kind == "lm" else ClassifierLogOddsLoss()
+        return LMLoss(self.temperature) if kind == "lm" else ClassifierLoss(self.temperature)
 
     def label(self) -> str:
         parts = [f"LoGra {self.init} k={self.k}"]
@@ -45,6 +61,8 @@ class LeverConfig:
             parts.append(f"{self.fisher} Fisher")
         if self.temperature != 1.0:
             parts.append(f"T={self.temperature:g}")
+        if self.output == "log_odds":
+            parts.append("log-odds")
         if self.mix_alpha:
             parts.append(f"mixed α={self.mix_alpha}")
         if self.mode != "if":
@@ -81,7 +99,7 @@ class LeverGradients:
 def gradient_key(cfg: LeverConfig) -> tuple:
     """Configs with equal keys share :func:`lever_gradients` (mode, damping and mixing do not
     change the gradients)."""
-    return (cfg.k, cfg.init, cfg.optimizer, cfg.fisher, cfg.temperature)
+    return (cfg.k, cfg.init, cfg.optimizer, cfg.fisher, cfg.temperature, cfg.output)
 
 
 def lever_gradients(
@@ -108,8 +126,8 @@ def lever_gradients(
         logra.set_optimizer_state(second_moments)
     sampled = cfg.fisher == "sampled"
     t = cfg.temperature
-    if t != 1.0:
-        loss_fn = LMLoss(t) if kind == "lm" else ClassifierLoss(t)
+    if t != 1.0 or cfg.output != "ce":
+        loss_fn = cfg.loss(kind)
     if cfg.init == "pca":
         logra.fit(train_batches, loss_fn=SampledLabelLoss(0, kind, t) if sampled else loss_fn)
 

@@ -48,6 +48,9 @@ CONFIGS = [
     *(LeverConfig(temperature=t) for t in (1.5, 2.0, 2.5, 3.0, 4.0)),
     LeverConfig(optimizer=True, temperature=2.0),
     LeverConfig(k=32, temperature=2.0),
+    # Log-odds gradients (valuation.loss.ClassifierLogOddsLoss): (p − e_y) / (1 − p_y), no softening.
+    LeverConfig(output="log_odds"),
+    LeverConfig(optimizer=True, output="log_odds"),
 ]
 
 TRAJECTORY = [

@@ -37,7 +37,7 @@ from benchmarks.accuracy.levers import (
     sub_trajectories,
 )
 from benchmarks.accuracy.lm import OUT, LMSuite, LMSuiteArguments, sequence_losses
-from valuation import LMLoss, default_lm_loss
+from valuation import default_lm_loss
 from valuation.combine import checkpoint_weights, combine_score_matrices
 from valuation.evaluate import (
     LDSArguments,
@@ -179,7 +179,7 @@ def checkpoint_scores(
             out[f"{cfg.label()} [{set_name}]"] = scores_from_gradients(grads(cfg), cfg, segment=share)
     for cfg in answer_only:
         g = grads(cfg)
-        q = torch.cat([g.logra.gradients(b, loss_fn=LMLoss(cfg.temperature)) for b in answer_batches])
+        q = torch.cat([g.logra.gradients(b, loss_fn=cfg.loss("lm")) for b in answer_batches])
         out[cfg.label() + ", answer-only"] = scores_from_gradients(g, cfg, q)
     return out
 

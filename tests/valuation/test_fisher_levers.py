@@ -250,3 +250,77 @@ def test_sampled_labels_at_a_temperature_are_drawn_from_the_softened_model():
         for cls in (LMLoss, ClassifierLoss, lambda t: SampledLabelLoss(temperature=t)):
             with pytest.raises(ConfigurationError, match="temperature"):
                 cls(bad)
+
+
+def test_log_odds_losses_have_the_explicit_logit_gradient():
+    """``LMLogOddsLoss``: ∂/∂z_t = (p_t − e_y) / (1 − p_{t,y}) at every counted position (the shift
+    of ``lm_loss``), 0 elsewhere; ``ClassifierLogOddsLoss`` per row; the value is −log(p_y / (1 − p_y))."""
+    from valuation.loss import ClassifierLogOddsLoss, LMLogOddsLoss
+
+    torch.manual_seed(1)
+    z = torch.randn(2, 5, 11, dtype=torch.float64) * 3
+    labels = torch.randint(0, 11, (2, 5))
+    labels[1, 3:] = -100
+    batch = {"input_ids": labels.clamp(min=0), "labels": labels}
+    model = LogitsModel(z)
+    value = LMLogOddsLoss()(model, batch)
+    value.backward()
+    want, want_value = torch.zeros_like(z), torch.zeros((), dtype=torch.float64)
+    for b in range(2):
+        for t in range(4):
+            y = int(labels[b, t + 1])
+            if y != -100:
+                p = torch.softmax(z[b, t], -1)
+                want[b, t] = (p - nn.functional.one_hot(torch.tensor(y), 11)) / (1 - p[y])
+                want_value -= torch.log(p[y] / (1 - p[y]))
+    torch.testing.assert_close(model.z.grad, want, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(value, want_value, rtol=1e-12, atol=1e-12)
+    clf = nn.Linear(1, 11, bias=False).double()
+    with torch.no_grad():
+        clf.weight.copy_(z[0, 0][:, None])
+    ClassifierLogOddsLoss()(clf, (torch.ones(1, 1, dtype=torch.float64), torch.tensor([4]))).backward()
+    p = torch.softmax(z[0, 0], -1)
+    want = (p - nn.functional.one_hot(torch.tensor(4), 11)) / (1 - p[4])
+    torch.testing.assert_close(clf.weight.grad[:, 0], want, rtol=1e-12, atol=1e-14)
+
+
+def test_a_memorised_token_keeps_a_log_odds_gradient_and_an_unsure_one_keeps_its_cross_entropy_gradient():
+    from valuation.loss import LMLogOddsLoss, LMLoss
+
+    z = torch.zeros(1, 3, 6, dtype=torch.float64)
+    z[0, 0, 2] = 30.0  # memorised: p(token 2) = 1 − 5e-13
+    z[0, 1] = torch.tensor([0.1, -0.2, 0.3, 0.0, 0.2, -0.1], dtype=torch.float64)  # unsure about token 4
+    batch = {"input_ids": torch.tensor([[0, 2, 4]]), "labels": torch.tensor([[0, 2, 4]])}
+    grads = {}
+    for name, loss in (("ce", LMLoss()), ("log_odds", LMLogOddsLoss())):
+        model = LogitsModel(z)
+        loss(model, batch).backward()
+        grads[name] = model.z.grad[0]
+    assert grads["ce"][0].norm() < 1e-11 and grads["log_odds"][0].norm() > 1.0
+    # the memorised token's log-odds gradient: −e_y + the other tokens' renormalised probabilities
+    others = torch.full((6,), 1 / 5, dtype=torch.float64)
+    others[2] = -1.0
+    torch.testing.assert_close(grads["log_odds"][0], others, rtol=0, atol=1e-10)
+    p4 = float(torch.softmax(z[0, 1], -1)[4])
+    torch.testing.assert_close(grads["log_odds"][1], grads["ce"][1] / (1 - p4), rtol=1e-12, atol=0)
+
+
+def test_log_odds_lm_gradients_through_logra_equal_explicit_per_example_gradients(model):
+    """GPT-2 (Conv1D) and Llama (Linear, gated MLP): the same explicit reference as the temperature's."""
+    from valuation.loss import LMLogOddsLoss, log_odds_loss
+
+    batch = padded_batch([8, 5, 3])
+    logra = LoGra(model, LoGraConfig(k_in=3, k_out=4, seed=2))
+    got = logra.gradients(batch, loss_fn=LMLogOddsLoss())
+    names = [n for n, _, _ in logra.layout]
+
+    def one(m, b, i):
+        logits = m(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[i : i + 1, :-1]
+        return log_odds_loss(logits.reshape(-1, logits.shape[-1]), b["labels"][i : i + 1, 1:].reshape(-1))
+
+    want = projected(
+        per_example_weight_grads(model, batch, loss_fn=one), {n: logra.projection(n) for n in names}, names
+    )
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    # an untrained model is unsure of every token (p_y ≈ 1/V): close to, not equal to, the cross-entropy's
+    assert 1e-3 * got.norm() < (got - logra.gradients(batch)).norm() < 0.2 * got.norm()

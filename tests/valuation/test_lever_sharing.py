@@ -31,6 +31,30 @@ def test_shared_gradients_score_like_separate_runs():
             alone = lever_scores(model, train, query, loss_fn, cfg, "classifier", ("",))
             assert torch.equal(scores_from_gradients(shared, cfg), alone)
     assert gradient_key(LeverConfig()) != gradient_key(LeverConfig(optimizer=True))
+    assert gradient_key(LeverConfig()) != gradient_key(LeverConfig(output="log_odds"))
+
+
+def test_a_log_odds_config_scores_with_log_odds_gradients_and_refuses_other_losses():
+    import pytest
+
+    from valuation import ClassifierLogOddsLoss
+
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(4, 3)).double()
+    x, y = torch.randn(10, 4, dtype=torch.float64), torch.randint(0, 3, (10,))
+    xq, yq = torch.randn(3, 4, dtype=torch.float64), torch.randint(0, 3, (3,))
+    cfg = LeverConfig(k=2, output="log_odds")
+    got = lever_gradients(model, [(x, y)], [(xq, yq)], None, cfg, "classifier", ("",))
+    assert cfg.label().endswith("log-odds")
+    torch.testing.assert_close(got.train, got.logra.gradients((x, y), loss_fn=ClassifierLogOddsLoss()))
+    torch.testing.assert_close(got.query, got.logra.gradients((xq, yq), loss_fn=ClassifierLogOddsLoss()))
+    for bad in (
+        dict(output="margin"),
+        dict(output="log_odds", temperature=2.0),
+        dict(output="log_odds", fisher="sampled"),
+    ):
+        with pytest.raises(ValueError):
+            LeverConfig(**bad)
 
 
 def test_sub_trajectories_are_evenly_spaced_and_end_at_the_last_checkpoint():
