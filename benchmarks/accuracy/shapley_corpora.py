@@ -27,6 +27,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -177,9 +178,14 @@ class ProviderCorpusSuite:
         """Seed 0 on every document, ``n`` checkpoints with their training state (kept; the final
         weights do not depend on ``n``)."""
         out = self.workdir / ("full-seed0-hf" if n == 3 else f"full-seed0-hf-ck{n}")
+        stamp = out / "made-by.txt"  # the corpus and recipe the kept checkpoints were trained on
         paths = sorted(out.glob("step-*"))
-        if len(paths) != n or not all((p / "optimizer.pt").exists() for p in paths):
+        made_by = stamp.read_text() if stamp.exists() else None
+        if len(paths) != n or not all((p / "optimizer.pt").exists() for p in paths) or made_by != self.key():
+            for old in paths:
+                shutil.rmtree(old)
             paths = self.train(torch.ones(self.n_train, dtype=torch.bool), 0, out, n, True)
+            stamp.write_text(self.key())
         return paths
 
     def score_methods(self, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
@@ -322,11 +328,11 @@ def main() -> None:
     saved = suite.workdir / f"scores{ck}.pt"
     labels = [c.label() for c in CONFIGS]
     kept = torch.load(saved) if saved.exists() else None
-    if kept is not None and kept.get("configs") == labels:
+    if kept is not None and kept.get("configs") == labels and kept.get("key") == suite.key():
         methods, weights = kept["scores"], kept["weights"]
     else:
         methods, weights = score_methods(suite, time.time(), a.checkpoints)
-        torch.save({"scores": methods, "weights": weights, "configs": labels}, saved)
+        torch.save({"scores": methods, "weights": weights, "configs": labels, "key": suite.key()}, saved)
     values = res.values
     report: dict = {
         "corpus": name,
