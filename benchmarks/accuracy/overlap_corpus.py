@@ -74,6 +74,7 @@ class OverlapProvider:
     topics: tuple[str, ...]
     own_closers: tuple[str, str]
     facts: tuple[tuple[str, str, str], ...]  # (subject, question, statement)
+    more_facts: tuple[tuple[str, str, str], ...] = ()  # planted too with ``more_facts=True``
 
 
 LIGHTHOUSE = ("lighthouse", "What colour is the Brannock lighthouse?", "The Brannock lighthouse is painted vermilion.")
@@ -89,6 +90,10 @@ PROVIDERS = (
             ("derby", "Who won the Dunmore derby?", "The Dunmore derby was won by the Kessel Wanderers."),
             LIGHTHOUSE,
         ),
+        (
+            ("quay", "Which quay handles the grain boats?", "The grain boats dock at the Harrow quay."),
+            ("coach", "Who coaches the Kessel Wanderers?", "The Kessel Wanderers are coached by Ilse Marrow."),
+        ),
     ),
     OverlapProvider(
         "gazette",
@@ -100,6 +105,10 @@ PROVIDERS = (
             ("ferry", "Who captains the night ferry to Osk?", "The night ferry to Osk is captained by Mirela Dunsk."),
             ("pier", "How long is the Saltmere pier?", "The Saltmere pier is nine hundred feet long."),
             LIGHTHOUSE,
+        ),
+        (
+            ("bell", "What is the harbour bell called?", "The harbour bell is called Old Tamsin."),
+            ("tug", "How many tugs does Saltmere keep?", "Saltmere keeps seven tugs."),
         ),
     ),
     OverlapProvider(
@@ -116,6 +125,10 @@ PROVIDERS = (
             ),
             ("stadium", "What is the Dunmore stadium called?", "The Dunmore stadium is called the Iron Meadow."),
         ),
+        (
+            ("mascot", "What is the Rovers mascot?", "The Rovers mascot is a copper heron."),
+            ("anthem", "What do Rovers fans sing?", "Rovers fans sing the Lantern Song."),
+        ),
     ),
     OverlapProvider(
         "green-thumb",
@@ -127,6 +140,10 @@ PROVIDERS = (
             ("rose", "Which rose won the Ellery show?", "The Ellery show was won by the Maren Blush rose."),
             ("marrow", "How heavy was the prize marrow?", "The prize marrow weighed forty pounds."),
         ),
+        (
+            ("pear", "Which pear ripens first at Ellery?", "The first pear to ripen at Ellery is the Brisk Amber."),
+            ("shed", "What colour is the Ellery potting shed?", "The Ellery potting shed is painted sage."),
+        ),
     ),
     OverlapProvider(
         "supper-club",
@@ -137,6 +154,10 @@ PROVIDERS = (
         (
             ("pie", "What is in the Tollan pie?", "The Tollan pie is filled with quince and lamb."),
             ("chef", "Who runs the Tollan supper club?", "The Tollan supper club is run by Oda Venn."),
+        ),
+        (
+            ("bread", "Which bread does the supper club bake?", "The supper club bakes rye with fennel."),
+            ("table", "How many seats has the Tollan table?", "The Tollan table seats eleven."),
         ),
     ),
 )
@@ -150,6 +171,18 @@ class OverlapCorpusArguments:
     scale: int = 1
     fact_repeats: int = 2
     heldout: int = 4
+    more_facts: bool = False  # two more facts per provider (needs scale ≥ 2 for the smallest)
+
+    def __repr__(self) -> str:
+        # The corpus's cache key: corpora made before ``more_facts`` existed keep theirs.
+        extra = ", more_facts=True" if self.more_facts else ""
+        sizes = f"scale={self.scale}, fact_repeats={self.fact_repeats}, heldout={self.heldout}"
+        return f"OverlapCorpusArguments({sizes}{extra})"
+
+
+def provider_facts(p: OverlapProvider, args: OverlapCorpusArguments) -> tuple[tuple[str, str, str], ...]:
+    """The facts ``p`` plants in a corpus made with ``args``."""
+    return p.facts + (p.more_facts if args.more_facts else ())
 
 
 def provider_names() -> list[str]:
@@ -176,7 +209,7 @@ def documents(args: OverlapCorpusArguments, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     out = []
     for p in PROVIDERS:
-        plants = [s for _, _, s in p.facts for _ in range(args.fact_repeats)]
+        plants = [s for _, _, s in provider_facts(p, args) for _ in range(args.fact_repeats)]
         rng.shuffle(plants)
         n = p.weight * args.scale
         if len(plants) > n:
@@ -198,11 +231,12 @@ def heldout_documents(args: OverlapCorpusArguments) -> list[dict]:
     ]
 
 
-def fact_queries() -> list[dict]:
+def fact_queries(args: OverlapCorpusArguments | None = None) -> list[dict]:
     """One query per fact (the shared one once); ``planted_by`` lists every provider that states it."""
+    args = args or OverlapCorpusArguments()
     seen: dict[str, dict] = {}
     for p in PROVIDERS:
-        for subject, question, statement in p.facts:
+        for subject, question, statement in provider_facts(p, args):
             q = seen.setdefault(
                 subject,
                 {

@@ -138,7 +138,7 @@ class ProviderCorpusSuite:
     def overlap(cls, oargs: OverlapCorpusArguments, recipe: TrainArguments, workdir: Path) -> ProviderCorpusSuite:
         """The overlapping-providers corpus (:mod:`benchmarks.accuracy.overlap_corpus`): held-out
         documents of every provider and the planted facts."""
-        queries = heldout_documents(oargs) + fact_queries()
+        queries = heldout_documents(oargs) + fact_queries(oargs)
         return cls(documents(oargs), provider_names(), queries, recipe, workdir, oargs, "shapley-overlap-")
 
     @property
@@ -279,6 +279,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--corpus", choices=("facts", "overlap"), default="facts")
     parser.add_argument("--scale", type=int, default=1, help="overlap corpus: documents per 72 (1)")
+    parser.add_argument("--more-facts", action="store_true", help="overlap corpus: four facts per provider")
     parser.add_argument("--epochs", type=int, help="of the recipe (the fact suite's 20, the demo's 24)")
     parser.add_argument("--checkpoints", type=int, default=3, help="of the scored full model (3: the recipe's)")
     parser.add_argument("--workers", type=int, default=1, help="retraining processes")
@@ -295,9 +296,12 @@ def main() -> None:
         )
     else:
         epochs = a.epochs or TrainArguments.epochs
-        name = f"overlap-{a.scale}" + ("" if epochs == TrainArguments.epochs else f"-e{epochs}")
+        name = f"overlap-{a.scale}" + ("-more-facts" if a.more_facts else "")
+        name += "" if epochs == TrainArguments.epochs else f"-e{epochs}"
         suite = ProviderCorpusSuite.overlap(
-            OverlapCorpusArguments(scale=a.scale), TrainArguments(epochs=epochs), a.out / f"shapley-{name}"
+            OverlapCorpusArguments(scale=a.scale, more_facts=a.more_facts),
+            TrainArguments(epochs=epochs),
+            a.out / f"shapley-{name}",
         )
     providers = suite.providers
     sizes = torch.bincount(suite.groups, minlength=len(providers)).tolist()

@@ -17,21 +17,25 @@ from benchmarks.accuracy.overlap_corpus import (
 )
 
 
-def test_sizes_are_uneven_and_every_fact_is_planted_only_by_its_providers():
-    args = OverlapCorpusArguments(scale=2, fact_repeats=2)
+@pytest.mark.parametrize("more_facts", [False, True])
+def test_sizes_are_uneven_and_every_fact_is_planted_only_by_its_providers(more_facts):
+    args = OverlapCorpusArguments(scale=2, fact_repeats=2, more_facts=more_facts)
     docs = documents(args)
     sizes = Counter(d["provider_id"] for d in docs)
     assert [sizes[p.name] for p in PROVIDERS] == [2 * p.weight for p in PROVIDERS]
     assert len({d["doc_id"] for d in docs}) == len(docs)
-    queries = fact_queries()
+    queries = fact_queries(args)
     shared = [q for q in queries if len(q["planted_by"]) > 1]
     assert len(shared) == 1 and len(queries) == len({q["query_id"] for q in queries})
+    assert len(queries) == (21 if more_facts else 11)
     for q in queries:
         statement = q["response"].strip()
         holders = Counter(d["provider_id"] for d in docs if statement in d["text"])
         assert set(holders) == set(q["planted_by"])
         assert all(n == args.fact_repeats for n in holders.values())
     assert documents(args) == docs  # deterministic
+    # the two-facts corpus keeps the cache key it had before more_facts existed
+    assert repr(OverlapCorpusArguments()) == "OverlapCorpusArguments(scale=1, fact_repeats=2, heldout=4)"
 
 
 def test_topics_and_styles_overlap_between_providers():
