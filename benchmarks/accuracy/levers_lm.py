@@ -36,7 +36,7 @@ from benchmarks.accuracy.levers import (
     scores_from_gradients,
     sub_trajectories,
 )
-from benchmarks.accuracy.lm import OUT, LMSuite, LMSuiteArguments, sequence_losses
+from benchmarks.accuracy.lm import OUT, LMSuite, LMSuiteArguments, platform_lever_config, sequence_losses
 from valuation import default_lm_loss
 from valuation.combine import checkpoint_weights, combine_score_matrices
 from valuation.evaluate import (
@@ -185,11 +185,11 @@ def checkpoint_scores(
 
 
 def platform_default_scores(suite: ScoringSuite, paths: list[Path]) -> torch.Tensor:
-    """``(n_query, n_train)``: the platform's default recipe (``FitArguments``' defaults: LoGra PCA
-    k=16, gradients Adam-scaled from each checkpoint's ``optimizer.pt``, loss temperature 2) at
-    every checkpoint of ``paths``, combined normalised with the learning-rate weights of the last
-    one's ``trainer_state.json``, as a valuation over the checkpoint set does."""
-    cfg = LeverConfig(k=16, optimizer=True, temperature=2.0)
+    """``(n_query, n_train)``: the platform's default recipe (:func:`platform_lever_config`: today
+    LoGra PCA k=16, gradients Adam-scaled from each checkpoint's ``optimizer.pt``, loss temperature
+    2) at every checkpoint of ``paths``, combined normalised with the learning-rate weights of the
+    last one's ``trainer_state.json``, as a valuation over the checkpoint set does."""
+    cfg = platform_lever_config()
     scores = [checkpoint_scores(suite, p, [cfg], [], [])[cfg.label()] for p in paths]
     steps = [int(p.name.split("-")[1]) for p in paths]
     weights = checkpoint_weights(paths[-1] / "trainer_state.json", steps)

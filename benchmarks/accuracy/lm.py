@@ -48,8 +48,30 @@ from valuation.evaluate import (
 transformers.utils.logging.disable_progress_bar()
 OUT = Path(__file__).resolve().parent / "out"
 CHUNK = 16  # sequences per gradient batch
-# The label of the platform's default recipe (benchmarks.accuracy.levers_lm.platform_default_scores).
-PLATFORM_DEFAULTS = "platform defaults: LoGra pca k=16, Adam-scaled, T=2, checkpoint set, lr-weighted"
+
+
+def platform_lever_config():
+    """The platform's default fit and score settings (``flows.config``) as a ``LeverConfig``, so that
+    the suites score what ``dataworth value`` would and follow the defaults when they change."""
+    from benchmarks.accuracy.levers import LeverConfig
+    from flows.config import FitArguments, ScoreArguments
+
+    fit, score = FitArguments(), ScoreArguments()
+    if fit.k_in != fit.k_out:
+        raise ValueError(f"the suites project with k_in = k_out; the defaults are {fit.k_in}, {fit.k_out}")
+    return LeverConfig(
+        k=fit.k_in,
+        init=fit.init,
+        optimizer=fit.optimizer_scaling != "off",
+        fisher=fit.fisher,
+        temperature=fit.temperature,
+        mode=score.mode,
+        damping=score.damping_ratio,
+    )
+
+
+# The label of the platform's default recipe over a checkpoint set (levers_lm.platform_default_scores).
+PLATFORM_DEFAULTS = f"platform defaults: {platform_lever_config().label()}, checkpoint set, lr-weighted"
 
 
 def untrained_model(recipe, tokenizer, seed: int):
