@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from benchmarks.accuracy.facts import PROVIDERS, FactSuiteArguments, generate
-from benchmarks.accuracy.levers import LeverConfig, paired, sub_trajectories
+from benchmarks.accuracy.levers import LeverConfig, lever_gradients, paired, scores_from_gradients, sub_trajectories
 from benchmarks.accuracy.levers_lm import checkpoint_scores, platform_default_scores
 from benchmarks.accuracy.lm import CHUNK, OUT, PLATFORM_DEFAULTS, sequence_losses, untrained_model
 from benchmarks.accuracy.overlap_corpus import (
@@ -53,7 +53,7 @@ from benchmarks.accuracy.overlap_corpus import (
     provider_names,
 )
 from flows.demo.model import TrainArguments, train_demo_model, train_tokenizer
-from valuation import pad_batch, query_batch
+from valuation import default_lm_loss, pad_batch, query_batch
 from valuation.baselines import tfidf_similarity
 from valuation.combine import checkpoint_weights, combine_score_matrices
 from valuation.evaluate import EvalTask, pro_rata_credit, provider_credit, provider_shapley, shapley_agreement
@@ -273,6 +273,51 @@ def planted_is_top1(suite: ProviderCorpusSuite, values: torch.Tensor) -> float:
     return sum(hits) / max(len(hits), 1)
 
 
+def panel_check(suite: ProviderCorpusSuite, values: torch.Tensor, n_checkpoints: int, alpha: float = 0.5) -> dict:
+    """The mixed train/query second moment with the query side from a *panel* of other queries:
+    the queries split into two halves (even and odd positions), each half scored with the other
+    half's projected second moment mixed in (``(1 − α) H_train + α H_panel``), beside the mix of
+    the valued queries' own and no mix (LoGra k=16, T = 1, lr-weighted, normalised over
+    ``n_checkpoints``). A panel fixed in advance is what a ledger could use: a query's credit must
+    not depend on which other queries are valued with it."""
+    from valuation import ProjectedFisher, influence_scores, self_influence
+    from valuation.fisher import mixed_fisher
+
+    paths = suite.full_checkpoints(n_checkpoints)
+    steps = [int(p.name.split("-")[1]) for p in paths]
+    n_q = len(suite.queries)
+    halves = (torch.arange(0, n_q, 2), torch.arange(1, n_q, 2))
+    cfg = LeverConfig(mix_alpha=alpha)
+    per: dict[str, list[torch.Tensor]] = {"no mix": [], "mixed with the valued queries": [], "mixed with a panel": []}
+    for path in paths:
+        g = lever_gradients(
+            suite.load(path), suite.train_batches, suite.query_batches, default_lm_loss, cfg, "lm",
+            owner=suite.owner, n_train=suite.n_train,
+        )  # fmt: skip
+        per["no mix"].append(scores_from_gradients(g, LeverConfig()))
+        per["mixed with the valued queries"].append(scores_from_gradients(g, cfg))
+        train = ProjectedFisher(g.logra.layout)
+        train.update(g.fisher_rows)
+        out = torch.zeros(n_q, suite.n_train, dtype=torch.float64)
+        for scored, panel in (halves, halves[::-1]):
+            panel_fisher = ProjectedFisher(g.logra.layout)
+            panel_fisher.update(g.query[panel])
+            pre = mixed_fisher(train, panel_fisher, alpha).preconditioner(cfg.damping, rule=cfg.damping_rule)
+            q = g.query[scored]
+            out[scored] = influence_scores(
+                pre(q), g.train, cfg.mode, self_influence(g.train, pre), self_influence(q, pre)
+            ).double()
+        per["mixed with a panel"].append(out)
+    weights = checkpoint_weights(paths[-1] / "trainer_state.json", steps)
+    n_p = len(suite.providers)
+    report = {}
+    for label, scores in per.items():
+        credit = provider_credit(combine_score_matrices(scores, weights, normalise=True), suite.groups, n_p)
+        report[label] = shapley_agreement(credit, values)
+        report[label]["facts"] = shapley_agreement(credit, values, suite.fact_queries)
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entities", type=int, default=24)
@@ -282,6 +327,9 @@ def main() -> None:
     parser.add_argument("--more-facts", action="store_true", help="overlap corpus: four facts per provider")
     parser.add_argument("--epochs", type=int, help="of the recipe (the fact suite's 20, the demo's 24)")
     parser.add_argument("--checkpoints", type=int, default=3, help="of the scored full model (3: the recipe's)")
+    parser.add_argument(
+        "--panel-check", action="store_true", help="only: the mixed second moment from a panel of other queries"
+    )
     parser.add_argument("--workers", type=int, default=1, help="retraining processes")
     parser.add_argument("--ground-truth-only", action="store_true")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -327,6 +375,15 @@ def main() -> None:
     t_gt = time.time() - t0
     print(f"ground truth {t_gt:.0f} s; mean |φ| per provider {res.values.abs().mean(0).tolist()}", flush=True)
     if a.ground_truth_only:
+        return
+    if a.panel_check:
+        rows = panel_check(suite, res.values, a.checkpoints)
+        for label, r in rows.items():
+            f = r["facts"]
+            print(
+                f"{label:32s} L1 {r['l1']['mean']:.3f} ± {r['l1']['se']:.3f} top1 {r['top1']['mean']:.3f} "
+                f"| facts L1 {f['l1']['mean']:.3f} top1 {f['top1']['mean']:.3f}"
+            )
         return
     ck = "" if a.checkpoints == 3 else f"-ck{a.checkpoints}"
     saved = suite.workdir / f"scores{ck}.pt"
