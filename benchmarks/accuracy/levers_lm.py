@@ -211,6 +211,8 @@ TRAJECTORY = [
     LeverConfig(temperature=2.0),
     LeverConfig(optimizer=True, k=32, temperature=2.0),
     LeverConfig(optimizer=True, fisher="sampled", k=32, temperature=2.0),
+    # Log-odds gradients (valuation.loss.LMLogOddsLoss): memorised tokens back without softening.
+    LeverConfig(optimizer=True, output="log_odds"),
 ]
 
 
