@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from valuation import LoGra, LoGraConfig, ProjectedFisher, influence_scores, self_influence
+from valuation.combine import checkpoint_weights
 from valuation.fisher import mixed_fisher, unrolled_preconditioner
 from valuation.loss import ClassifierLogOddsLoss, ClassifierLoss, LMLogOddsLoss, LMLoss, SampledLabelLoss
 
@@ -144,18 +146,24 @@ def lever_gradients(
 
 
 def scores_from_gradients(
-    grads: LeverGradients, cfg: LeverConfig, query: torch.Tensor | None = None, segment: float = 1.0
+    grads: LeverGradients,
+    cfg: LeverConfig,
+    query: torch.Tensor | None = None,
+    segment: float = 1.0,
+    panel: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``(n_query, n_train)`` scores of ``cfg`` from shared gradients (``query``: other query
     vectors of the same LoGra, e.g. answer-only losses, in place of ``grads.query``; ``segment``:
-    the share of the run's learning-rate mass in the segment this checkpoint ends, for ``horizon``)."""
+    the share of the run's learning-rate mass in the segment this checkpoint ends, for ``horizon``;
+    ``panel``: the query vectors whose second moment ``mix_alpha`` mixes in, the scored queries'
+    own by default)."""
     q = grads.query if query is None else query
     g = grads.train
     fisher = ProjectedFisher(grads.logra.layout)
     fisher.update(grads.fisher_rows)
     if cfg.mix_alpha:
         query_fisher = ProjectedFisher(grads.logra.layout)
-        query_fisher.update(q)
+        query_fisher.update(q if panel is None else panel)
         fisher = mixed_fisher(fisher, query_fisher, cfg.mix_alpha)
     pre = fisher.preconditioner(cfg.damping, rule=cfg.damping_rule)
     if cfg.horizon:
@@ -182,6 +190,14 @@ def lever_scores(
         model, train_batches, query_batches, loss_fn, cfg, kind, include, second_moments, owner, n_train
     )
     return scores_from_gradients(grads, cfg)
+
+
+def checkpoint_set_weights(paths: Sequence[Path], idx: Sequence[int] | None = None) -> list[float]:
+    """Learning-rate weights of the checkpoints ``paths[i]``, ``i`` in ``idx`` (all by default): the
+    rate summed over the segment each ends (:func:`valuation.combine.checkpoint_weights`), from the
+    last checkpoint's ``trainer_state.json``; a checkpoint's step is its ``step-XXXXX`` directory name."""
+    steps = [int(Path(paths[i]).name.split("-")[1]) for i in (range(len(paths)) if idx is None else idx)]
+    return checkpoint_weights(Path(paths[-1]) / "trainer_state.json", steps)
 
 
 def sub_trajectories(n: int, base: int) -> dict[int, list[int]]:

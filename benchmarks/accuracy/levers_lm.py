@@ -30,6 +30,7 @@ from benchmarks.accuracy.levers import (
     SINGLE_LEVERS,
     LeverConfig,
     LeverGradients,
+    checkpoint_set_weights,
     gradient_key,
     lever_gradients,
     paired,
@@ -38,7 +39,7 @@ from benchmarks.accuracy.levers import (
 )
 from benchmarks.accuracy.lm import OUT, LMSuite, LMSuiteArguments, platform_lever_config, sequence_losses
 from valuation import default_lm_loss
-from valuation.combine import checkpoint_weights, combine_score_matrices
+from valuation.combine import combine_score_matrices
 from valuation.evaluate import (
     LDSArguments,
     cached_ground_truth,
@@ -191,9 +192,7 @@ def platform_default_scores(suite: ScoringSuite, paths: list[Path]) -> torch.Ten
     last one's ``trainer_state.json``, as a valuation over the checkpoint set does."""
     cfg = platform_lever_config()
     scores = [checkpoint_scores(suite, p, [cfg], [], [])[cfg.label()] for p in paths]
-    steps = [int(p.name.split("-")[1]) for p in paths]
-    weights = checkpoint_weights(paths[-1] / "trainer_state.json", steps)
-    return combine_score_matrices(scores, weights, normalise=True)
+    return combine_score_matrices(scores, checkpoint_set_weights(paths), normalise=True)
 
 
 # Trajectory density: the full model saved every 2 epochs; its sub-trajectories of 3 (the recipe's
@@ -219,7 +218,6 @@ TRAJECTORY = [
 def score_levers(
     suite: LMSuite,
     paths: list[Path],
-    trainer_state: Path,
     t0: float,
     configs: list[LeverConfig] = CONFIGS,
     answer_only: list[LeverConfig] = ANSWER_ONLY,
@@ -228,15 +226,13 @@ def score_levers(
     recipe's own checkpoints, and the denser sub-trajectories when ``paths`` holds more); lexical
     baselines beside."""
     answer_batches = answer_only_batches(suite) if answer_only else []
-    steps = [int(p.name.split("-")[1]) for p in paths]
     sets = sub_trajectories(len(paths), suite.args.recipe.checkpoints)
     own = sets[suite.args.recipe.checkpoints]
     set_names = {m: "set" if idx == own else f"set of {m}" for m, idx in sets.items()}
     # Each checkpoint's share of the run's learning-rate mass over the segment it ends, per set.
     shares: list[dict[str, float]] = [{} for _ in paths]
     for m, idx in sets.items():
-        w = checkpoint_weights(trainer_state, [steps[i] for i in idx])
-        for i, wi in zip(idx, w, strict=True):
+        for i, wi in zip(idx, checkpoint_set_weights(paths, idx), strict=True):
             shares[i][set_names[m]] = wi
     per_ck: dict[str, list[torch.Tensor]] = {}
     unrolled: dict[str, dict[int, torch.Tensor]] = {}
@@ -258,7 +254,7 @@ def score_levers(
     for label, scores in per_ck.items():
         for m, idx in sets.items():
             chosen = [scores[i] for i in idx]
-            weights = checkpoint_weights(trainer_state, [steps[i] for i in idx])
+            weights = checkpoint_set_weights(paths, idx)
             name = set_names[m]
             methods[f"{label}, {name} normalised"] = combine_score_matrices(chosen, normalise=True)
             methods[f"{label}, {name} normalised, lr-weighted"] = combine_score_matrices(
@@ -351,10 +347,8 @@ def main() -> None:
     paths = sorted(run_dir.glob("step-*"))
     if len(paths) != n_ck or not all((p / "optimizer.pt").exists() for p in paths):
         paths = suite.train(torch.ones(suite.n_train, dtype=torch.bool), 0, run_dir, True, n_ck)
-    steps = [int(p.name.split("-")[1]) for p in paths]
-    trainer_state = paths[-1] / "trainer_state.json"
-    weights = checkpoint_weights(trainer_state, steps)
-    print("checkpoints", steps, "learning-rate weights", [round(w, 3) for w in weights], flush=True)
+    weights = checkpoint_set_weights(paths)
+    print("checkpoints", [p.name for p in paths], "learning-rate weights", [round(w, 3) for w in weights], flush=True)
     saved = suite.workdir / "lever-scores.pt"
     # Scores are kept: a rerun only re-reads the Shapley values and re-reports.
     configs = TRAJECTORY if a.trajectory else QUICK if a.quick else CONFIGS
@@ -363,7 +357,7 @@ def main() -> None:
     missing = [c for c in configs if not {f"{c.label()}, final checkpoint", f"{c.label()}, set summed"} & set(methods)]
     if missing:
         answer_only = [] if a.trajectory or methods else ANSWER_ONLY
-        methods |= score_levers(suite, paths, trainer_state, t0, missing, answer_only)
+        methods |= score_levers(suite, paths, t0, missing, answer_only)
         torch.save({"scores": methods, "weights": weights}, saved)
     print(f"scores {time.time() - t0:.0f} s", flush=True)
     if a.lds:

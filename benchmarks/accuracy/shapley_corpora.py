@@ -42,7 +42,14 @@ import torch
 from torch import nn
 
 from benchmarks.accuracy.facts import PROVIDERS, FactSuiteArguments, generate
-from benchmarks.accuracy.levers import LeverConfig, lever_gradients, paired, scores_from_gradients, sub_trajectories
+from benchmarks.accuracy.levers import (
+    LeverConfig,
+    checkpoint_set_weights,
+    lever_gradients,
+    paired,
+    scores_from_gradients,
+    sub_trajectories,
+)
 from benchmarks.accuracy.levers_lm import checkpoint_scores, platform_default_scores
 from benchmarks.accuracy.lm import CHUNK, OUT, PLATFORM_DEFAULTS, sequence_losses, untrained_model
 from benchmarks.accuracy.overlap_corpus import (
@@ -55,7 +62,7 @@ from benchmarks.accuracy.overlap_corpus import (
 from flows.demo.model import TrainArguments, train_demo_model, train_tokenizer
 from valuation import default_lm_loss, pad_batch, query_batch
 from valuation.baselines import tfidf_similarity
-from valuation.combine import checkpoint_weights, combine_score_matrices
+from valuation.combine import combine_score_matrices
 from valuation.evaluate import EvalTask, pro_rata_credit, provider_credit, provider_shapley, shapley_agreement
 from valuation.lexical import bm25_scores
 
@@ -238,9 +245,7 @@ def score_methods(
     (``set normalised``, ``, lr-weighted``) and over its evenly spaced sub-sets of 3, 6, …
     checkpoints (``<m> checkpoints normalised, lr-weighted``); TF-IDF and BM25."""
     paths = suite.full_checkpoints(n_checkpoints)
-    steps = [int(p.name.split("-")[1]) for p in paths]
-    trainer_state = paths[-1] / "trainer_state.json"
-    weights = checkpoint_weights(trainer_state, steps)
+    weights = checkpoint_set_weights(paths)
     per_ck: dict[str, list[torch.Tensor]] = {}
     for path in paths:
         for label, s in checkpoint_scores(suite, path, CONFIGS, [], []).items():
@@ -253,10 +258,9 @@ def score_methods(
         methods[f"{label}, set normalised, lr-weighted"] = combine_score_matrices(scores, weights, normalise=True)
         for m, idx in sub_trajectories(n_checkpoints, 3).items():
             if m < n_checkpoints:
-                w = checkpoint_weights(trainer_state, [steps[i] for i in idx])
                 chosen = [scores[i] for i in idx]
                 methods[f"{label}, {m} checkpoints normalised, lr-weighted"] = combine_score_matrices(
-                    chosen, w, normalise=True
+                    chosen, checkpoint_set_weights(paths, idx), normalise=True
                 )
     methods["TF-IDF, character 3-5-grams"] = tfidf_similarity(suite.query_texts, suite.texts)
     methods["BM25"] = bm25_scores(suite.query_texts, suite.texts)
@@ -280,11 +284,7 @@ def panel_check(suite: ProviderCorpusSuite, values: torch.Tensor, n_checkpoints:
     the valued queries' own and no mix (LoGra k=16, T = 1, lr-weighted, normalised over
     ``n_checkpoints``). A panel fixed in advance is what a ledger could use: a query's credit must
     not depend on which other queries are valued with it."""
-    from valuation import ProjectedFisher, influence_scores, self_influence
-    from valuation.fisher import mixed_fisher
-
     paths = suite.full_checkpoints(n_checkpoints)
-    steps = [int(p.name.split("-")[1]) for p in paths]
     n_q = len(suite.queries)
     halves = (torch.arange(0, n_q, 2), torch.arange(1, n_q, 2))
     cfg = LeverConfig(mix_alpha=alpha)
@@ -296,19 +296,11 @@ def panel_check(suite: ProviderCorpusSuite, values: torch.Tensor, n_checkpoints:
         )  # fmt: skip
         per["no mix"].append(scores_from_gradients(g, LeverConfig()))
         per["mixed with the valued queries"].append(scores_from_gradients(g, cfg))
-        train = ProjectedFisher(g.logra.layout)
-        train.update(g.fisher_rows)
         out = torch.zeros(n_q, suite.n_train, dtype=torch.float64)
         for scored, panel in (halves, halves[::-1]):
-            panel_fisher = ProjectedFisher(g.logra.layout)
-            panel_fisher.update(g.query[panel])
-            pre = mixed_fisher(train, panel_fisher, alpha).preconditioner(cfg.damping, rule=cfg.damping_rule)
-            q = g.query[scored]
-            out[scored] = influence_scores(
-                pre(q), g.train, cfg.mode, self_influence(g.train, pre), self_influence(q, pre)
-            ).double()
+            out[scored] = scores_from_gradients(g, cfg, query=g.query[scored], panel=g.query[panel])
         per["mixed with a panel"].append(out)
-    weights = checkpoint_weights(paths[-1] / "trainer_state.json", steps)
+    weights = checkpoint_set_weights(paths)
     n_p = len(suite.providers)
     report = {}
     for label, scores in per.items():

@@ -32,6 +32,13 @@ def test_shared_gradients_score_like_separate_runs():
             assert torch.equal(scores_from_gradients(shared, cfg), alone)
     assert gradient_key(LeverConfig()) != gradient_key(LeverConfig(optimizer=True))
     assert gradient_key(LeverConfig()) != gradient_key(LeverConfig(output="log_odds"))
+    # A panel of query vectors for the mixed second moment: the scored queries' own by default.
+    mixed = LeverConfig(k=2, mix_alpha=0.5)
+    g = lever_gradients(model, train, query, loss_fn, mixed, "classifier", ("",))
+    own = scores_from_gradients(g, mixed)
+    assert torch.equal(scores_from_gradients(g, mixed, panel=g.query), own)
+    other = scores_from_gradients(g, mixed, query=g.query[:2], panel=g.query[2:])
+    assert other.shape == (2, 24) and not torch.allclose(other, own[:2])
 
 
 def test_a_log_odds_config_scores_with_log_odds_gradients_and_refuses_other_losses():
