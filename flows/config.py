@@ -33,6 +33,7 @@ FISHERS = ("empirical", "sampled")
 OMITTED_KEYS = {"fisher": "empirical", "temperature": 1.0}
 CHECKPOINT_WEIGHTS = ("auto", "uniform", "lr")
 CONFIDENCES = ("tail-patch", "off")
+PANEL_KEYS = ("query_panel", "panel_alpha")
 
 
 @dataclass(frozen=True)
@@ -137,12 +138,24 @@ class ScoreArguments:
     # An indexed table serves a batch from its index while queries × topk × refine ≤ this fraction
     # of its rows; a larger batch streams the table once, which is faster (benchmarks/RESULTS.md)
     index_batch_fraction: float = 0.05
+    # A query panel (a query file: prompt and response per row, e.g. past queries of the lineage's
+    # kind): its projected second moment is mixed into the train one per checkpoint,
+    # H = (1 - panel_alpha) H_train + panel_alpha H_panel, which down-weights the directions every
+    # query shares (prompt template, answer format; benchmarks/ACCURACY.md). "" = off. Runs record
+    # the panel's content digest (in their key), not its path. Scores by the streamed scan.
+    query_panel: str = ""
+    panel_alpha: float = 0.5
 
     def __post_init__(self) -> None:
         _check(self.mode, MODES, "scoring mode")
+        _number("panel_alpha", self.panel_alpha)
+        if self.panel_alpha > 1:
+            raise ConfigurationError(f"panel_alpha must be in (0, 1], got {self.panel_alpha!r}")
         _number("index_batch_fraction", self.index_batch_fraction, strict=False)
         _check(self.checkpoint_weights, CHECKPOINT_WEIGHTS, "checkpoint_weights")
         _check(self.confidence, CONFIDENCES, "confidence")
+        if not isinstance(self.query_panel, str):
+            raise ConfigurationError(f"query_panel must be a file path, got {self.query_panel!r}")
         _number("tail_patch_lr", self.tail_patch_lr)
         _positive("lexical_topk", self.lexical_topk, minimum=0)
         _check(self.policy, POLICIES, "policy")
@@ -233,7 +246,12 @@ class Settings:
 
     def scoring_config(self) -> dict:
         """Every setting that shapes a valuation run's numbers (recorded with the run, in its key)."""
-        return {**self.valuation_config(), "optimizer_scaling": self.optimizer_scaling, **asdict(self.score)}
+        score = asdict(self.score)
+        # The panel enters a run's config as its content digest (flows.valuate.value_lineage), never
+        # as a path; without one the config is what it was before the setting existed.
+        for name in PANEL_KEYS:
+            score.pop(name)
+        return {**self.valuation_config(), "optimizer_scaling": self.optimizer_scaling, **score}
 
     # serialisation
     def to_dict(self) -> dict:

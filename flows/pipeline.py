@@ -47,10 +47,11 @@ def valuation_cycle(
     """Every lineage with pending queries (or one): value, then post. Lineages without a finalized
     checkpoint wait; they never block the others."""
     from flows.credit import post_credits, reconcile
-    from flows.valuate import checkpoint_set, finalized, value_lineage, why_waiting
+    from flows.valuate import checkpoint_set, finalized, load_query_panel, value_lineage, why_waiting
 
     if app.pending_query_count() == 0:  # nothing to value, nor to reconcile (it reads pending queries)
         return CycleResult()
+    load_query_panel(app)  # a bad panel file is refused before any work, naming its file, row and field
     out = CycleResult(reconciled=reconcile(app))
     for name in [lineage] if lineage else app.queries.pending_lineages():
         if not finalized(app, name):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import json
 
 from flows.app import App
 from flows.checkpoint.context import CheckpointContext
@@ -102,23 +103,50 @@ def query_vectors(ctx: CheckpointContext, queries: list[dict]):
     return torch.cat(out).float(), logra.layout
 
 
+def load_query_panel(app: App):
+    """The panel of setting ``query_panel`` (:class:`storage.queries.QueryPanel`), or None when off.
+    A copy is kept under ``home/panels/<digest>.jsonl``: what a run's recorded digest names."""
+    if not app.settings.query_panel:
+        return None
+    from storage.queries import read_query_panel
+
+    panel = read_query_panel(app.settings.query_panel)
+    kept = app.settings.home / "panels" / f"{panel.digest}.jsonl"
+    if not kept.exists():
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        tmp = kept.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in panel.rows))
+        tmp.replace(kept)
+    return panel
+
+
 def score_checkpoint(
-    ctx: CheckpointContext, queries: list[dict], n_providers: int, tag: str, reporter: Reporter = NULL
+    ctx: CheckpointContext,
+    queries: list[dict],
+    n_providers: int,
+    tag: str,
+    reporter: Reporter = NULL,
+    panel=None,
 ) -> CheckpointScores:
-    """One streamed pass over the checkpoint's train vectors (at a version pinned by ``tag``)."""
+    """One streamed pass over the checkpoint's train vectors (at a version pinned by ``tag``).
+    With a query ``panel`` the stored ``H_train`` is mixed with the panel's second moment at this
+    checkpoint (:func:`valuation.panel_preconditioner`)."""
     import torch
 
-    from valuation import Preconditioner, StreamingScorer, default_device
+    from valuation import Preconditioner, StreamingScorer, default_device, panel_preconditioner, self_influence
 
     s = ctx.app.settings
     q, layout = query_vectors(ctx, queries)
     pre_state, _ = ctx.load("preconditioner")
     # The stored eigendecomposition serves any damping ratio.
     pre = Preconditioner.from_state_dict(layout, pre_state).with_damping_ratio(s.damping_ratio)
+    if panel is not None:
+        pre = panel_preconditioner(pre, query_vectors(ctx, panel.rows)[0], s.panel_alpha, s.damping_ratio)
     q_pre = pre(q)
     table = ctx.table()
     version = pin_version(table, tag)
-    if fast_path_allowed(s):
+    # The aggregates, the index and the stored self-influence are made with H_train alone.
+    if fast_path_allowed(s) and panel is None:
         fast = score_fast(ctx, q, q_pre, pre, n_providers, tag, version)
         if fast is not None:
             return fast
@@ -134,7 +162,9 @@ def score_checkpoint(
     self_by_shard: dict[int, dict[str, float]] = {}
     for chunk in table.read(chunk_rows=s.chunk_rows, version=version, device=default_device()):
         train_self = None
-        if s.mode != "if":
+        if s.mode != "if" and panel is not None:
+            train_self = self_influence(chunk.vectors.double().cpu(), pre)
+        elif s.mode != "if":
             for sh in set(chunk.shards.tolist()) - set(self_by_shard):
                 self_by_shard[sh] = table.self_influence(sh)
             train_self = torch.tensor(
@@ -253,12 +283,16 @@ def value_lineage(
     query's confidence figure are recorded in the valuation."""
     providers = provider_list(app)
     batch = digest(sorted(q["query_id"] for q in queries))
+    panel = load_query_panel(app)
+    scoring = app.settings.scoring_config()
+    if panel is not None:
+        scoring["query_panel"] = {"digest": panel.digest, "queries": len(panel.rows), "alpha": app.settings.panel_alpha}
     val = Valuation(
         lineage,
         [q["query_id"] for q in queries],
         [str(q.get("value", "1")) for q in queries],
         providers,
-        app.settings.scoring_config(),
+        scoring,
     )
     newest = max(checkpoints, key=lambda c: c.corpus_version)
     val.corpus_share = app.corpus.example_counts(newest.tokenizer_key, newest.corpus_version)
@@ -266,7 +300,7 @@ def value_lineage(
     val.weights, val.weights_basis = set_weights(app, checkpoints, weights)
     val.optimizer_scaling = {c.row.checkpoint_id: c.optimizer_scaling for c in checkpoints}
     for ctx in checkpoints:
-        val.per_checkpoint.append(score_checkpoint(ctx, queries, len(providers), f"valuation-{batch}", reporter))
+        val.per_checkpoint.append(score_checkpoint(ctx, queries, len(providers), f"valuation-{batch}", reporter, panel))
     if with_confidence:
         confidence(app, val, checkpoints, queries)
     return val

@@ -233,3 +233,53 @@ class QueryStore:
         if status == "valued":
             raise QueryError(f"query {query_id!r} is already valued; reverse its run instead (dataworth reverse RUN)")
         self.table.update(where=f"query_id = {sql_list([query_id])[1:-1]}", values={"status": "dropped"})
+
+
+@dataclass(frozen=True)
+class QueryPanel:
+    """A fixed set of prompts and responses whose second moment the scoring mixes into the train
+    one (setting ``query_panel``). ``digest`` names its content (order-free): it goes into every
+    run key, so a changed panel never reuses a run made with another."""
+
+    file: str
+    rows: list[dict]  # {"prompt", "response"}, in the order of first appearance
+    digest: str
+
+
+def read_query_panel(path: str | Path) -> QueryPanel:
+    """The panel in ``path`` (any query-file format: a ``prompt`` and a non-empty ``response`` per
+    row; other fields are ignored; identical rows collapse). Bad rows raise
+    :class:`QueryValidationError` naming the file, row and field; a missing file names the setting."""
+    file = str(path)
+    if not Path(path).is_file():
+        raise QueryValidationError([ValidationIssue(file, None, "query_panel", "no such file (setting query_panel)")])
+    issues: list[ValidationIssue] = []
+    seen: dict[str, dict] = {}
+    n_rows = 0
+    for first, batch, read_issues in _rows(Path(path), 10_000, QueryValidationError):
+        issues.extend(read_issues)
+        for offset, record in enumerate(batch):
+            n_rows += 1
+            if record is None:
+                continue
+            row, ok = first + offset, True
+            for name in ("prompt", "response"):
+                v = record.get(name)
+                if v is None:
+                    issues.append(ValidationIssue(file, row, name, "missing"))
+                    ok = False
+                elif not isinstance(v, str):
+                    issues.append(ValidationIssue(file, row, name, f"must be a string, got {type(v).__name__}"))
+                    ok = False
+                elif name == "response" and v.strip() == "":
+                    issues.append(ValidationIssue(file, row, name, "empty"))
+                    ok = False
+            if ok:
+                h = hashlib.sha256(f"{record['prompt']}\x00{record['response']}".encode()).hexdigest()
+                seen.setdefault(h, {"prompt": record["prompt"], "response": record["response"]})
+    if n_rows == 0 and not issues:
+        issues.append(ValidationIssue(file, None, None, "the panel has no rows"))
+    if issues:
+        raise QueryValidationError(issues)
+    digest = hashlib.sha256("\n".join(sorted(seen)).encode()).hexdigest()[:16]
+    return QueryPanel(file, list(seen.values()), digest)

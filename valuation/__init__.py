@@ -59,6 +59,7 @@ _EXPORTS: dict[str, str] = {
     "lm_loss": "valuation.loss",
     "load_hf_optimizer_state": "valuation.optimizer",
     "mixed_fisher": "valuation.fisher",
+    "panel_preconditioner": "valuation.fisher",
     "pad_batch": "valuation.batching",
     "positive_sum_bounds": "valuation.aggregate",
     "query_batch": "valuation.batching",
@@ -108,6 +109,7 @@ __all__ = [
     "load_hf_optimizer_state",
     "mixed_fisher",
     "pad_batch",
+    "panel_preconditioner",
     "positive_sum_bounds",
     "query_batch",
     "score_stream",
@@ -133,6 +135,7 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs
         layout_dim,
         layout_slices,
         mixed_fisher,
+        panel_preconditioner,
         spectral_damping,
     )
     from valuation.lexical import BM25, bm25_scores

@@ -221,6 +221,26 @@ def mixed_fisher(train: ProjectedFisher, query: ProjectedFisher, alpha: float) -
     return ProjectedFisher.from_matrices(train.layout, mats)
 
 
+def panel_preconditioner(
+    train: Preconditioner,
+    panel: torch.Tensor,
+    alpha: float,
+    damping_ratio: float = 0.1,
+    rule: str = "mean_ratio",
+) -> Preconditioner:
+    """``(H_mix,l + λ_l I)^-1`` with ``H_mix,l = (1 − α) H_train,l + α H_panel,l``: ``H_train`` is
+    the one ``train`` inverts (its stored eigendecomposition), ``H_panel`` the second moment of a
+    fixed query panel's projected gradients ``panel`` ``(n_panel, dim)`` (:func:`mixed_fisher`);
+    ``λ_l`` by ``rule`` on the mixture's eigenvalues. A panel registered in advance, not the
+    queries being valued, keeps a query's credit independent of the others valued with it."""
+    if panel.dim() != 2 or panel.shape[1] != train.dim or panel.shape[0] == 0:
+        raise ValueError(f"expected panel vectors of shape (n>0, {train.dim}), got {tuple(panel.shape)}")
+    train_fisher = ProjectedFisher.from_matrices(train.layout, {name: train.matrix(name) for name, _ in train.slices})
+    panel_fisher = ProjectedFisher(train.layout)
+    panel_fisher.update(panel.double().cpu())
+    return mixed_fisher(train_fisher, panel_fisher, alpha).preconditioner(damping_ratio, rule=rule)
+
+
 def unrolled_filter(eigvals: torch.Tensor, horizon: float) -> torch.Tensor:
     """``(1 − e^{−Tσ}) / σ`` per eigenvalue ``σ`` (``T`` at ``σ = 0``), ``T`` = ``horizon``.
 
@@ -306,6 +326,11 @@ class Preconditioner:
             vecs, vals = self.eigvecs[name], self.eigvals[name] + self.damping[name]
             out[:, sl] = ((x[:, sl].double().cpu() @ vecs) * vals.clamp_min(0) ** exponent) @ vecs.T
         return out
+
+    def matrix(self, name: str) -> torch.Tensor:
+        """The undamped ``H_l`` ``(k_l, k_l)`` (float64) this preconditioner inverts: ``V diag(σ) Vᵀ``."""
+        vecs = self.eigvecs[name].double().cpu()
+        return (vecs * self.eigvals[name].double().cpu()) @ vecs.T
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {}

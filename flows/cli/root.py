@@ -47,6 +47,11 @@ def main_options(
     ] = None,
     policy: Annotated[str | None, typer.Option(help="topk_share, positive_share or fallback_pro_rata")] = None,
     mode: Annotated[str | None, typer.Option(help="scoring mode: if, relatif or cosine")] = None,
+    query_panel: Annotated[
+        Path | None,
+        typer.Option(help="query file whose second moment is mixed into the train one (setting query_panel)"),
+    ] = None,
+    panel_alpha: Annotated[float | None, typer.Option(help="weight of the query panel's second moment")] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
     ] = False,
@@ -60,6 +65,8 @@ def main_options(
             "damping_ratio": damping,
             "policy": policy,
             "mode": mode,
+            "query_panel": str(query_panel) if query_panel else None,
+            "panel_alpha": panel_alpha,
             "include": tuple(modules.split(",")) if modules else None,
         },
     )

@@ -121,6 +121,9 @@ def test_the_cycle_through_the_cli_with_progress_and_markup_ids(tmp_path, world)
     assert "ready" in out.stdout
     out = run(home, *settings, "query", "add", str(world["queries"]))  # the only lineage: tiny
     assert out.returncode == 0, out.stderr
+    bad_panel = tmp_path / "panel.jsonl"
+    bad_panel.write_text('{"prompt": "Q: a?", "response": " b"}\n{"prompt": "Q: c?"}\n')
+    one_line_failure(run(home, *settings, "--query-panel", str(bad_panel), "value"), "row 2, field 'response': missing")
     out = run(home, *settings, "value")
     assert out.returncode == 0, out.stderr
     assert "checkpoint " in out.stderr  # scoring progress

@@ -10,7 +10,14 @@ from torch import nn
 from tests.valuation.conftest import padded_batch, tiny_gpt2
 from tests.valuation.reference import per_example_weight_grads, projected
 from valuation import LoGra, LoGraConfig, ProjectedFisher, lm_loss
-from valuation.fisher import mixed_fisher, spectral_damping, unrolled_filter, unrolled_preconditioner
+from valuation.fisher import (
+    Preconditioner,
+    mixed_fisher,
+    panel_preconditioner,
+    spectral_damping,
+    unrolled_filter,
+    unrolled_preconditioner,
+)
 from valuation.loss import SampledLabelLoss, sample_lm_labels
 
 
@@ -87,6 +94,33 @@ def test_mixed_second_moment_equals_the_explicit_mixture(alpha):
         plain = train.preconditioner(0.1)
         u = shared[None] / shared.norm()
         assert float((pre(u) * u).sum()) < float((plain(u) * u).sum())
+
+
+@pytest.mark.parametrize("alpha", [0.25, 0.5, 1.0])
+def test_a_panel_preconditioner_from_a_stored_one_equals_the_explicit_damped_mixture(alpha):
+    """What ``value`` does with a query panel: ``H_train`` recovered from the stored
+    eigendecomposition (any damping), mixed with the panel's second moment, damped by the mixture's
+    mean eigenvalue; the scored queries are not the panel."""
+    gen = torch.Generator().manual_seed(1)
+    g_train = torch.randn(30, 12, generator=gen, dtype=torch.float64)
+    shared = torch.randn(12, generator=gen, dtype=torch.float64)
+    panel = torch.randn(6, 12, generator=gen, dtype=torch.float64) + 3 * shared
+    q = torch.randn(3, 12, generator=gen, dtype=torch.float64) + 3 * shared
+    train = ProjectedFisher(LAYOUT)
+    train.update(g_train)
+    stored = Preconditioner.from_state_dict(LAYOUT, train.preconditioner(0.3).state_dict()).with_damping_ratio(0.7)
+    for (name, _), want in zip(stored.slices, blocks(g_train), strict=True):
+        torch.testing.assert_close(stored.matrix(name), want, rtol=1e-10, atol=1e-12)
+    mats = [(1 - alpha) * t + alpha * p for t, p in zip(blocks(g_train), blocks(panel), strict=True)]
+    lambdas = [0.1 * float(torch.trace(m)) / m.shape[0] for m in mats]
+    pre = panel_preconditioner(stored, panel.float(), alpha, 0.1)
+    torch.testing.assert_close(pre(q), explicit_preconditioned(q, mats, lambdas), rtol=1e-6, atol=1e-8)
+    u = shared[None] / shared.norm()  # the direction the panel shares is damped harder than before
+    assert float((pre(u) * u).sum()) < float((train.preconditioner(0.1)(u) * u).sum())
+    with pytest.raises(ValueError, match="panel vectors"):
+        panel_preconditioner(stored, torch.zeros(0, 12), alpha)
+    with pytest.raises(ValueError, match="panel vectors"):
+        panel_preconditioner(stored, torch.zeros(2, 11), alpha)
 
 
 def test_spectral_damping_rules():
