@@ -172,6 +172,20 @@ def scores_from_gradients(
     return influence_scores(pre(q), g, cfg.mode, self_influence(g, pre), self_influence(q, pre)).double()
 
 
+def panel_half_scores(grads: LeverGradients, cfg: LeverConfig) -> torch.Tensor:
+    """``(n_query, n_train)`` scores of ``cfg`` with the query side of its mixed second moment from
+    a *panel of other queries*: the queries split into halves (even and odd positions), each half
+    scored with the other half's second moment mixed in. What a registered query panel gives a
+    ledger (a query's credit does not depend on the queries valued with it), measured on a suite
+    that has no panel of its own."""
+    q = grads.query
+    halves = (torch.arange(0, len(q), 2), torch.arange(1, len(q), 2))
+    out = torch.zeros(len(q), grads.train.shape[0], dtype=torch.float64)
+    for scored, panel in (halves, halves[::-1]):
+        out[scored] = scores_from_gradients(grads, cfg, query=q[scored], panel=q[panel])
+    return out
+
+
 def lever_scores(
     model: nn.Module,
     train_batches: Sequence[Any],

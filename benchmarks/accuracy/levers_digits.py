@@ -23,7 +23,16 @@ from pathlib import Path
 import torch
 
 from benchmarks.accuracy.digits_task import load, loss_fn, margins, train, train_with_optimizer, trajectory
-from benchmarks.accuracy.levers import SINGLE_LEVERS, LeverConfig, lever_scores, paired, sub_trajectories
+from benchmarks.accuracy.levers import (
+    SINGLE_LEVERS,
+    LeverConfig,
+    lever_gradients,
+    lever_scores,
+    paired,
+    panel_half_scores,
+    scores_from_gradients,
+    sub_trajectories,
+)
 from valuation.baselines import exact_influence
 from valuation.combine import checkpoint_weights, combine_score_matrices
 from valuation.evaluate import GroundTruth, ground_truth, lds, sample_subsets, tail_patch_check
@@ -108,6 +117,34 @@ def score_trajectories(xtr, ytr, xq, yq, n: int, runs: list[int], gt: GroundTrut
     }
 
 
+def panel_check(full, moments, xtr, ytr, xq, yq, gt: GroundTruth, alphas) -> dict:
+    """LDS of the mixed second moment with the query side from a panel of other queries
+    (:func:`levers.panel_half_scores`) and from the valued queries themselves, beside no mix, for
+    LoGra k=16 at T = 1 and for the platform's defaults (:func:`lm.platform_lever_config`)."""
+    from dataclasses import replace
+
+    from benchmarks.accuracy.lm import platform_lever_config
+
+    rows = {}
+    for base_name, base in {"T = 1": LeverConfig(), "platform defaults": platform_lever_config()}.items():
+        g = lever_gradients(full, [(xtr, ytr)], [(xq, yq)], loss_fn, base, "classifier", ("",), moments)
+        plain = lds(scores_from_gradients(g, base), gt)
+        rows[f"{base_name}, no mix"] = plain
+        for alpha in alphas:
+            cfg = replace(base, mix_alpha=alpha)
+            rows[f"{base_name}, mixed α={alpha:g} with the valued queries"] = lds(scores_from_gradients(g, cfg), gt)
+            rows[f"{base_name}, mixed α={alpha:g} with a panel"] = lds(panel_half_scores(g, cfg), gt)
+    base = {name: r for name, r in rows.items() if name.endswith("no mix")}
+    return {
+        name: {
+            "mean": r.mean,
+            "se": r.se,
+            "vs no mix": paired(r.per_query.tolist(), base[name.split(",")[0] + ", no mix"].per_query.tolist()),
+        }
+        for name, r in rows.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subsets", type=int, default=60)
@@ -117,6 +154,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--trajectory", type=int, default=0, metavar="N", help="checkpoints per run (divides 300)")
     parser.add_argument("--runs", type=int, nargs="+", default=[0, 1], help="with --trajectory: training seeds")
+    parser.add_argument("--panel-check", type=float, nargs="+", metavar="ALPHA", help="only: the query-panel mix")
     a = parser.parse_args()
     torch.set_num_threads(1)
     t0 = time.time()
@@ -144,6 +182,15 @@ def main() -> None:
         return
     full, state = train_with_optimizer(xtr, ytr, torch.ones(a.n_train, dtype=torch.bool), 0)
     moments = adam_second_moments(full, state, [n for n, _ in full.named_parameters()])
+    if a.panel_check:
+        rows = panel_check(full, moments, xtr, ytr, xq, yq, gt, a.panel_check)
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / "levers-digits-panel.json").write_text(json.dumps(rows, indent=2))
+        for name, r in rows.items():
+            d = r["vs no mix"]
+            diff = f"{d['diff']:+.3f} ± {d['se']:.3f} ({d['wins']}/{d['n']})"
+            print(f"{name:60s} {r['mean']:.3f} ± {r['se']:.3f}  {diff}")
+        return
     methods = {}
     for cfg in CONFIGS:
         methods[cfg.label()] = lever_scores(full, [(xtr, ytr)], [(xq, yq)], loss_fn, cfg, "classifier", ("",), moments)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -34,6 +35,7 @@ from benchmarks.accuracy.levers import (
     gradient_key,
     lever_gradients,
     paired,
+    panel_half_scores,
     scores_from_gradients,
     sub_trajectories,
 )
@@ -310,6 +312,64 @@ def lds_levers(suite: LMSuite, methods: dict[str, torch.Tensor], lds_args: LDSAr
     return report
 
 
+def panel_check(
+    suite: LMSuite, paths: list[Path], alphas: Sequence[float], lds_args: LDSArguments | None, shapley
+) -> dict:
+    """The platform's defaults (:func:`platform_lever_config`) over the checkpoint set ``paths``
+    (lr-weighted, normalised) with the query side of a mixed second moment from a panel of other
+    queries (:func:`levers.panel_half_scores`) and from the valued queries, beside no mix: planted
+    facts (``topk_share``, final checkpoint and set), LDS with ``lds_args``, provider Shapley
+    agreement with ``shapley`` (values ``(n_query, n_providers)``) when given; paired vs no mix."""
+    from dataclasses import replace
+
+    base = platform_lever_config()
+    per: dict[str, list[torch.Tensor]] = {}
+    for path in paths:
+        model = suite.load(path)
+        g = lever_gradients(
+            model, suite.train_batches, suite.query_batches, default_lm_loss, base, "lm",
+            second_moments=load_hf_optimizer_state(model, path), owner=suite.owner, n_train=suite.n_train,
+        )  # fmt: skip
+        per.setdefault("no mix", []).append(scores_from_gradients(g, base))
+        for alpha in alphas:
+            cfg = replace(base, mix_alpha=alpha)
+            per.setdefault(f"mixed α={alpha:g} with the valued queries", []).append(scores_from_gradients(g, cfg))
+            per.setdefault(f"mixed α={alpha:g} with a panel", []).append(panel_half_scores(g, cfg))
+    weights = checkpoint_set_weights(paths)
+    n_p = len(suite.providers)
+    sets = {name: combine_score_matrices(s, weights, normalise=True) for name, s in per.items()}
+    gt = None
+    if lds_args is not None:
+        task = suite.task()
+        masks = sample_subsets(task.n_train, lds_args.subsets, lds_args.alpha, lds_args.subset_seed)
+        gt = ground_truth(
+            task.train_fn, task.measure_fn, masks, range(lds_args.seeds), lds_args.cache_dir, task.name, None, 2
+        )
+    report: dict = {"checkpoints": len(paths), "methods": {}}
+    for name, s in sets.items():
+        entry: dict = {}
+        for label, scores in (("final", per[name][-1]), ("set", s)):
+            credit = provider_credit(scores[suite.fact_queries], suite.groups, n_p, "topk_share")
+            entry[f"planted {label}"] = planted_accuracy(credit, suite.fact_truth)["accuracy"]
+        if gt is not None:
+            r = lds(s, gt)
+            entry["lds"] = {"mean": r.mean, "se": r.se, "per_query": r.per_query.tolist()}
+        if shapley is not None:
+            entry["shapley"] = shapley_agreement(provider_credit(s, suite.groups, n_p, "topk_share"), shapley)
+        report["methods"][name] = entry
+    plain = report["methods"]["no mix"]
+    for entry in report["methods"].values():
+        if gt is not None:
+            entry["lds"]["vs no mix"] = paired(entry["lds"]["per_query"], plain["lds"]["per_query"])
+        if shapley is not None:
+            entry["shapley"]["l1 vs no mix"] = paired(
+                entry["shapley"]["per_query_l1"], plain["shapley"]["per_query_l1"]
+            )
+    if shapley is not None:
+        report["pro-rata"] = shapley_agreement(pro_rata_credit(suite.groups, n_p, shapley.shape[0]), shapley)
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs-per-provider", type=int, default=60)
@@ -332,6 +392,9 @@ def main() -> None:
     parser.add_argument("--partial", action="store_true", help="LDS on the subsets already retrained (no retraining)")
     parser.add_argument("--no-tail-patch", action="store_true")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--panel-check", type=float, nargs="+", metavar="ALPHA", help="only: the query-panel mix (with --lds)"
+    )
     a = parser.parse_args()
     torch.set_num_threads(1)
     t0 = time.time()
@@ -349,6 +412,26 @@ def main() -> None:
         paths = suite.train(torch.ones(suite.n_train, dtype=torch.bool), 0, run_dir, True, n_ck)
     weights = checkpoint_set_weights(paths)
     print("checkpoints", [p.name for p in paths], "learning-rate weights", [round(w, 3) for w in weights], flush=True)
+    if a.panel_check:
+        shapley_file = a.out / f"shapley-{a.docs_per_provider}x{a.fact_repeats}.pt"
+        shapley = torch.load(shapley_file)["values"] if shapley_file.exists() else None
+        lds_args = LDSArguments(a.subsets, a.seeds, 0.5, 0, 1, a.out / "cache") if a.lds else None
+        report = panel_check(suite, paths, a.panel_check, lds_args, shapley)
+        report["seconds"] = time.time() - t0
+        (a.out / f"levers-lm-panel-{name}.json").write_text(json.dumps(report, indent=2))
+        for label, e in report["methods"].items():
+            line = f"{label:45s} planted final {e['planted final']:.3f} set {e['planted set']:.3f}"
+            if "lds" in e:
+                d = e["lds"]["vs no mix"]
+                line += f"  LDS {e['lds']['mean']:.3f} ± {e['lds']['se']:.3f} ({d['diff']:+.3f} ± {d['se']:.3f})"
+            if "shapley" in e:
+                r, d = e["shapley"], e["shapley"]["l1 vs no mix"]
+                line += f"  Shapley L1 {r['l1']['mean']:.3f} ({d['diff']:+.3f} ± {d['se']:.3f})"
+                line += f" top1 {r['top1']['mean']:.3f}"
+            print(line)
+        if shapley is not None:
+            print(f"pro-rata L1 {report['pro-rata']['l1']['mean']:.3f}")
+        return
     saved = suite.workdir / "lever-scores.pt"
     # Scores are kept: a rerun only re-reads the Shapley values and re-reports.
     configs = TRAJECTORY if a.trajectory else QUICK if a.quick else CONFIGS

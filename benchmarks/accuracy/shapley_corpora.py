@@ -47,11 +47,19 @@ from benchmarks.accuracy.levers import (
     checkpoint_set_weights,
     lever_gradients,
     paired,
+    panel_half_scores,
     scores_from_gradients,
     sub_trajectories,
 )
 from benchmarks.accuracy.levers_lm import checkpoint_scores, platform_default_scores
-from benchmarks.accuracy.lm import CHUNK, OUT, PLATFORM_DEFAULTS, sequence_losses, untrained_model
+from benchmarks.accuracy.lm import (
+    CHUNK,
+    OUT,
+    PLATFORM_DEFAULTS,
+    platform_lever_config,
+    sequence_losses,
+    untrained_model,
+)
 from benchmarks.accuracy.overlap_corpus import (
     OverlapCorpusArguments,
     documents,
@@ -65,6 +73,7 @@ from valuation.baselines import tfidf_similarity
 from valuation.combine import combine_score_matrices
 from valuation.evaluate import EvalTask, pro_rata_credit, provider_credit, provider_shapley, shapley_agreement
 from valuation.lexical import bm25_scores
+from valuation.optimizer import load_hf_optimizer_state
 
 POLICIES = ("topk_share", "sum")
 CONFIGS = [
@@ -277,29 +286,33 @@ def planted_is_top1(suite: ProviderCorpusSuite, values: torch.Tensor) -> float:
     return sum(hits) / max(len(hits), 1)
 
 
-def panel_check(suite: ProviderCorpusSuite, values: torch.Tensor, n_checkpoints: int, alpha: float = 0.5) -> dict:
-    """The mixed train/query second moment with the query side from a *panel* of other queries:
-    the queries split into two halves (even and odd positions), each half scored with the other
-    half's projected second moment mixed in (``(1 − α) H_train + α H_panel``), beside the mix of
-    the valued queries' own and no mix (LoGra k=16, T = 1, lr-weighted, normalised over
-    ``n_checkpoints``). A panel fixed in advance is what a ledger could use: a query's credit must
-    not depend on which other queries are valued with it."""
+def panel_check(
+    suite: ProviderCorpusSuite, values: torch.Tensor, n_checkpoints: int, alphas: Sequence[float] = (0.5,)
+) -> dict:
+    """The mixed train/query second moment with the query side from a *panel* of other queries
+    (:func:`levers.panel_half_scores`: each half of the queries scored with the other half's
+    projected second moment mixed in, ``(1 − α) H_train + α H_panel``), beside the mix of the valued
+    queries' own and no mix; for LoGra k=16 at T = 1 and for the platform's defaults
+    (:func:`platform_lever_config`), lr-weighted and normalised over ``n_checkpoints``. A panel
+    fixed in advance is what a ledger can use (``query_panel``): a query's credit must not depend
+    on which other queries are valued with it."""
     paths = suite.full_checkpoints(n_checkpoints)
-    n_q = len(suite.queries)
-    halves = (torch.arange(0, n_q, 2), torch.arange(1, n_q, 2))
-    cfg = LeverConfig(mix_alpha=alpha)
-    per: dict[str, list[torch.Tensor]] = {"no mix": [], "mixed with the valued queries": [], "mixed with a panel": []}
+    bases = {"T = 1": LeverConfig(), "platform defaults": platform_lever_config()}
+    per: dict[str, list[torch.Tensor]] = {}
     for path in paths:
-        g = lever_gradients(
-            suite.load(path), suite.train_batches, suite.query_batches, default_lm_loss, cfg, "lm",
-            owner=suite.owner, n_train=suite.n_train,
-        )  # fmt: skip
-        per["no mix"].append(scores_from_gradients(g, LeverConfig()))
-        per["mixed with the valued queries"].append(scores_from_gradients(g, cfg))
-        out = torch.zeros(n_q, suite.n_train, dtype=torch.float64)
-        for scored, panel in (halves, halves[::-1]):
-            out[scored] = scores_from_gradients(g, cfg, query=g.query[scored], panel=g.query[panel])
-        per["mixed with a panel"].append(out)
+        model = suite.load(path)
+        moments = load_hf_optimizer_state(model, path)
+        for base_name, base in bases.items():
+            g = lever_gradients(
+                model, suite.train_batches, suite.query_batches, default_lm_loss, base, "lm",
+                second_moments=moments, owner=suite.owner, n_train=suite.n_train,
+            )  # fmt: skip
+            per.setdefault(f"{base_name}, no mix", []).append(scores_from_gradients(g, base))
+            for alpha in alphas:
+                cfg = replace(base, mix_alpha=alpha)
+                own = f"{base_name}, mixed α={alpha:g} with the valued queries"
+                per.setdefault(own, []).append(scores_from_gradients(g, cfg))
+                per.setdefault(f"{base_name}, mixed α={alpha:g} with a panel", []).append(panel_half_scores(g, cfg))
     weights = checkpoint_set_weights(paths)
     n_p = len(suite.providers)
     report = {}
@@ -322,6 +335,7 @@ def main() -> None:
     parser.add_argument(
         "--panel-check", action="store_true", help="only: the mixed second moment from a panel of other queries"
     )
+    parser.add_argument("--alphas", type=float, nargs="+", default=[0.5], help="with --panel-check: mixing weights")
     parser.add_argument("--workers", type=int, default=1, help="retraining processes")
     parser.add_argument("--ground-truth-only", action="store_true")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -369,11 +383,14 @@ def main() -> None:
     if a.ground_truth_only:
         return
     if a.panel_check:
-        rows = panel_check(suite, res.values, a.checkpoints)
+        rows = panel_check(suite, res.values, a.checkpoints, a.alphas)
+        (a.out / f"panel-check-{name}-ck{a.checkpoints}.json").write_text(json.dumps(rows, indent=2))
+        rata = shapley_agreement(pro_rata_credit(suite.groups, n_p, len(res.values)), res.values)
+        print(f"pro-rata L1 {rata['l1']['mean']:.3f}")
         for label, r in rows.items():
             f = r["facts"]
             print(
-                f"{label:32s} L1 {r['l1']['mean']:.3f} ± {r['l1']['se']:.3f} top1 {r['top1']['mean']:.3f} "
+                f"{label:60s} L1 {r['l1']['mean']:.3f} ± {r['l1']['se']:.3f} top1 {r['top1']['mean']:.3f} "
                 f"| facts L1 {f['l1']['mean']:.3f} top1 {f['top1']['mean']:.3f}"
             )
         return
