@@ -22,7 +22,7 @@ from flows.app import App
 from flows.checkpoint.context import CheckpointContext
 from flows.checkpoint.register import register
 from flows.config import load_settings
-from flows.demo.corpus import PROVIDERS, documents, queries, write_jsonl
+from flows.demo.corpus import PROVIDERS, documents, panel_queries, queries, write_jsonl
 from flows.demo.model import TrainArguments, train_demo_model
 from flows.demo.run import DEMO_SETTINGS, top_provider_by_policy
 from flows.ingest import ingest
@@ -132,6 +132,9 @@ def main() -> None:
     parser.add_argument("--fisher", default="empirical", help="with --checkpoints: the fisher setting")
     parser.add_argument("--k", type=int, default=0, help="with --checkpoints: k_in = k_out (default: the platform's)")
     parser.add_argument("--temperature", type=float, default=None, help="with --checkpoints: the loss temperature")
+    parser.add_argument(
+        "--query-panel", action="store_true", help="with --checkpoints: the demo's query panel (panel_queries)"
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     a = parser.parse_args()
     qs = queries()
@@ -142,9 +145,12 @@ def main() -> None:
             overrides |= {"k_in": a.k, "k_out": a.k}
         if a.temperature is not None:
             overrides["temperature"] = a.temperature
+        if a.query_panel:
+            overrides["query_panel"] = str(write_jsonl(panel_queries(), a.out / "panel.jsonl").resolve())
         report = trajectory(a.seeds, a.checkpoints, a.out, qs, truth, overrides)
         tag = ("" if a.fisher == "empirical" else f"-{a.fisher}") + (f"-k{a.k}" if a.k else "")
         tag += "" if a.temperature is None else f"-T{a.temperature:g}"
+        tag += "-panel" if a.query_panel else ""
         write_report(report, a.out / f"trajectory-{a.checkpoints}{tag}.json")
         return
     right: dict[str, list[int]] = {}

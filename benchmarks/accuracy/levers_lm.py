@@ -39,7 +39,14 @@ from benchmarks.accuracy.levers import (
     scores_from_gradients,
     sub_trajectories,
 )
-from benchmarks.accuracy.lm import OUT, LMSuite, LMSuiteArguments, platform_lever_config, sequence_losses
+from benchmarks.accuracy.lm import (
+    OUT,
+    PANEL_ALPHA,
+    LMSuite,
+    LMSuiteArguments,
+    platform_lever_config,
+    sequence_losses,
+)
 from valuation import default_lm_loss
 from valuation.combine import combine_score_matrices
 from valuation.evaluate import (
@@ -194,6 +201,24 @@ def platform_default_scores(suite: ScoringSuite, paths: list[Path]) -> torch.Ten
     last one's ``trainer_state.json``, as a valuation over the checkpoint set does."""
     cfg = platform_lever_config()
     scores = [checkpoint_scores(suite, p, [cfg], [], [])[cfg.label()] for p in paths]
+    return combine_score_matrices(scores, checkpoint_set_weights(paths), normalise=True)
+
+
+def platform_panel_scores(suite: ScoringSuite, paths: list[Path], alpha: float = PANEL_ALPHA) -> torch.Tensor:
+    """``(n_query, n_train)``: :func:`platform_default_scores` with a query panel (setting
+    ``query_panel``, weight ``alpha``): each half of the suite's queries is scored with the other
+    half as its panel (:func:`levers.panel_half_scores`), since a suite has no past queries."""
+    from dataclasses import replace
+
+    cfg = replace(platform_lever_config(), mix_alpha=alpha)
+    scores = []
+    for path in paths:
+        model = suite.load(path)
+        g = lever_gradients(
+            model, suite.train_batches, suite.query_batches, default_lm_loss, cfg, "lm",
+            second_moments=load_hf_optimizer_state(model, path), owner=suite.owner, n_train=suite.n_train,
+        )  # fmt: skip
+        scores.append(panel_half_scores(g, cfg))
     return combine_score_matrices(scores, checkpoint_set_weights(paths), normalise=True)
 
 

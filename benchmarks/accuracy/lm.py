@@ -72,6 +72,10 @@ def platform_lever_config():
 
 # The label of the platform's default recipe over a checkpoint set (levers_lm.platform_default_scores).
 PLATFORM_DEFAULTS = f"platform defaults: {platform_lever_config().label()}, checkpoint set, lr-weighted"
+# The same with a query panel (setting query_panel; levers_lm.platform_panel_scores): the other
+# half of the suite's queries stands for the panel of past queries a lineage registers.
+PANEL_ALPHA = 0.5
+PLATFORM_PANEL = f"{PLATFORM_DEFAULTS}, query panel α={PANEL_ALPHA:g} (the other half of the queries)"
 
 
 def untrained_model(recipe, tokenizer, seed: int):
@@ -306,7 +310,14 @@ class LMSuite:
         )
         reg["TF-IDF, character 3-5-grams"] = lambda: tfidf_similarity(self.query_texts, self.texts)
         reg[PLATFORM_DEFAULTS] = self.platform_defaults
+        reg[PLATFORM_PANEL] = self.platform_panel
         return reg
+
+    def platform_panel(self) -> torch.Tensor:
+        """:meth:`platform_defaults` with a query panel (:func:`levers_lm.platform_panel_scores`)."""
+        from benchmarks.accuracy.levers_lm import platform_panel_scores
+
+        return platform_panel_scores(self, self.full_checkpoints())
 
     def platform_defaults(self) -> torch.Tensor:
         """``(n_query, n_train)``: the platform's default recipe over the three checkpoints."""

@@ -51,11 +51,12 @@ from benchmarks.accuracy.levers import (
     scores_from_gradients,
     sub_trajectories,
 )
-from benchmarks.accuracy.levers_lm import checkpoint_scores, platform_default_scores
+from benchmarks.accuracy.levers_lm import checkpoint_scores, platform_default_scores, platform_panel_scores
 from benchmarks.accuracy.lm import (
     CHUNK,
     OUT,
     PLATFORM_DEFAULTS,
+    PLATFORM_PANEL,
     platform_lever_config,
     sequence_losses,
     untrained_model,
@@ -205,9 +206,11 @@ class ProviderCorpusSuite:
         return paths
 
     def score_methods(self, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-        """The platform's defaults over the full model's checkpoints, TF-IDF and BM25 (``dataworth eval``)."""
+        """The platform's defaults over the full model's checkpoints (without and with a query panel),
+        TF-IDF and BM25 (``dataworth eval``)."""
         registry: dict[str, Callable[[], torch.Tensor]] = {
             PLATFORM_DEFAULTS: lambda: platform_default_scores(self, self.full_checkpoints()),
+            PLATFORM_PANEL: lambda: platform_panel_scores(self, self.full_checkpoints()),
             "TF-IDF, character 3-5-grams": lambda: tfidf_similarity(self.query_texts, self.texts),
             "BM25": lambda: bm25_scores(self.query_texts, self.texts),
         }

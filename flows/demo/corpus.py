@@ -251,6 +251,21 @@ def queries() -> list[dict]:
     ]
 
 
+def panel_queries(per_provider: int = 4, seed: int = 1) -> list[dict]:
+    """A query panel for the demo lineage (setting ``query_panel``): questions in the queries'
+    ``Question: … Answer:`` template about each provider's everyday topics (none of the planted
+    facts), answered in that provider's style: what past queries of this lineage would look like."""
+    rng = random.Random(seed)
+    out = []
+    for p in PROVIDERS.values():
+        for _ in range(per_provider):
+            topic = rng.choice(p["topics"])
+            out.append(
+                {"prompt": f"Question: What is the latest on {topic}? Answer:", "response": f" {_sentence(p, rng)}"}
+            )
+    return out
+
+
 def write_jsonl(rows: list[dict], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as fh:

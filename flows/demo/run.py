@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flows.demo.corpus import PROVIDERS, documents, queries, write_jsonl
+from flows.demo.corpus import PROVIDERS, documents, panel_queries, queries, write_jsonl
 from flows.demo.model import TrainArguments, train_demo_model
 
 console = Console()
@@ -86,7 +86,10 @@ def run_demo(home: Path, app) -> dict:
             progress=lambda step, total, loss: bar.update(task, completed=step, total=total, loss=loss),
         )
     times["train model (tokenizer + GPT-2, CPU)"] = time.perf_counter() - start
-    (home / "dataworth.toml").write_text(DEMO_SETTINGS)
+    # The lineage's query panel: questions of the queries' template, none of them valued here
+    # (README, "The query panel"; benchmarks/ACCURACY.md, "The query panel").
+    panel = write_jsonl(panel_queries(), assets / "panel.jsonl")
+    (home / "dataworth.toml").write_text(DEMO_SETTINGS + f"query_panel = {json.dumps(str(panel))}\npanel_alpha = 0.5\n")
 
     cli("init")
     cli("ingest", str(corpus))

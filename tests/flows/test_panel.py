@@ -166,3 +166,17 @@ def test_bad_panels_and_alphas_are_refused_with_file_row_and_field(tmp_path):
             Settings.build(panel_alpha=alpha)
     with pytest.raises(ConfigurationError, match="query_panel"):
         Settings.build(query_panel=3)
+
+
+def test_the_demo_panel_has_the_queries_template_and_none_of_their_facts(tmp_path):
+    from flows.demo.corpus import facts, panel_queries, queries, write_jsonl
+
+    rows = panel_queries()
+    panel = read_query_panel(write_jsonl(rows, tmp_path / "panel.jsonl"))
+    assert len(panel.rows) == len(rows) == 24  # four per provider, all distinct
+    asked = {q["prompt"] for q in queries()}
+    for r in rows:
+        assert r["prompt"].startswith("Question: ") and r["prompt"].endswith(" Answer:")
+        assert r["prompt"] not in asked
+        assert not any(f.response in r["response"] for f in facts())
+    assert panel_queries() == rows  # seeded

@@ -6,7 +6,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from benchmarks.accuracy.levers import LeverConfig, gradient_key, lever_gradients, lever_scores, scores_from_gradients
+from benchmarks.accuracy.levers import (
+    LeverConfig,
+    gradient_key,
+    lever_gradients,
+    lever_scores,
+    panel_half_scores,
+    scores_from_gradients,
+)
 
 
 def test_shared_gradients_score_like_separate_runs():
@@ -39,6 +46,14 @@ def test_shared_gradients_score_like_separate_runs():
     assert torch.equal(scores_from_gradients(g, mixed, panel=g.query), own)
     other = scores_from_gradients(g, mixed, query=g.query[:2], panel=g.query[2:])
     assert other.shape == (2, 24) and not torch.allclose(other, own[:2])
+    # Halves as each other's panel: even queries against the odd ones' second moment and back, so a
+    # query's score never depends on its own vector being in the panel.
+    halves = panel_half_scores(g, mixed)
+    assert torch.equal(halves[0::2], scores_from_gradients(g, mixed, query=g.query[0::2], panel=g.query[1::2]))
+    assert torch.equal(halves[1::2], scores_from_gradients(g, mixed, query=g.query[1::2], panel=g.query[0::2]))
+    moved = type(g)(g.logra, g.train, g.fisher_rows, g.query.clone())
+    moved.query[0] *= 3
+    assert torch.equal(panel_half_scores(moved, mixed)[2], halves[2])  # query 0 is not in query 2's panel
 
 
 def test_a_log_odds_config_scores_with_log_odds_gradients_and_refuses_other_losses():

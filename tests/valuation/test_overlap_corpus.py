@@ -93,10 +93,10 @@ def test_the_eval_command_runs_provider_shapley_on_the_overlap_corpus(tmp_path):
     gain = task.measure_fn(task.train_fn(every, 0)) - task.measure_fn(task.train_fn(~every, 0))
     torch.testing.assert_close(shapley.sum(1), gain.double(), rtol=1e-9, atol=1e-6)
     methods = report["methods"]
-    from benchmarks.accuracy.lm import PLATFORM_DEFAULTS
+    from benchmarks.accuracy.lm import PLATFORM_DEFAULTS, PLATFORM_PANEL
 
     assert PLATFORM_DEFAULTS == "platform defaults: LoGra pca k=16, Adam-scaled, T=2, checkpoint set, lr-weighted"
-    assert set(methods) == {PLATFORM_DEFAULTS, "TF-IDF, character 3-5-grams", "BM25"}
+    assert set(methods) == {PLATFORM_DEFAULTS, PLATFORM_PANEL, "TF-IDF, character 3-5-grams", "BM25"}
     for by_policy in methods.values():
         for groups in by_policy.values():
             assert set(groups) == {"all", "held-out documents", "planted-fact queries"}
