@@ -136,12 +136,14 @@ def score_checkpoint(
     from valuation import Preconditioner, StreamingScorer, default_device, panel_preconditioner, self_influence
 
     s = ctx.app.settings
-    q, layout = query_vectors(ctx, queries)
+    # The panel's rows are projected in the same pass as the queries (one LoGra loaded).
+    vectors, layout = query_vectors(ctx, queries + (panel.rows if panel is not None else []))
+    q = vectors[: len(queries)]
     pre_state, _ = ctx.load("preconditioner")
     # The stored eigendecomposition serves any damping ratio.
     pre = Preconditioner.from_state_dict(layout, pre_state).with_damping_ratio(s.damping_ratio)
     if panel is not None:
-        pre = panel_preconditioner(pre, query_vectors(ctx, panel.rows)[0], s.panel_alpha, s.damping_ratio)
+        pre = panel_preconditioner(pre, vectors[len(queries) :], s.panel_alpha, s.damping_ratio)
     q_pre = pre(q)
     table = ctx.table()
     version = pin_version(table, tag)

@@ -147,6 +147,17 @@ class ScoringSuite(Protocol):
     def load(self, path: Path) -> nn.Module: ...
 
 
+def suite_gradients(
+    suite: ScoringSuite, model: nn.Module, cfg: LeverConfig, moments: dict[str, torch.Tensor]
+) -> LeverGradients:
+    """:func:`levers.lever_gradients` of ``cfg`` over the suite's documents (rows summed per
+    document) and queries, for ``model`` with its checkpoint's Adam second ``moments``."""
+    return lever_gradients(
+        model, suite.train_batches, suite.query_batches, default_lm_loss, cfg, "lm",
+        second_moments=moments, owner=suite.owner, n_train=suite.n_train,
+    )  # fmt: skip
+
+
 def checkpoint_scores(
     suite: ScoringSuite,
     path: Path,
@@ -167,17 +178,7 @@ def checkpoint_scores(
     def grads(cfg: LeverConfig) -> LeverGradients:
         key = gradient_key(cfg)
         if key not in shared:
-            shared[key] = lever_gradients(
-                model,
-                suite.train_batches,
-                suite.query_batches,
-                default_lm_loss,
-                cfg,
-                "lm",
-                second_moments=moments,
-                owner=suite.owner,
-                n_train=suite.n_train,
-            )
+            shared[key] = suite_gradients(suite, model, cfg, moments)
         return shared[key]
 
     out = {}
@@ -214,10 +215,7 @@ def platform_panel_scores(suite: ScoringSuite, paths: list[Path], alpha: float =
     scores = []
     for path in paths:
         model = suite.load(path)
-        g = lever_gradients(
-            model, suite.train_batches, suite.query_batches, default_lm_loss, cfg, "lm",
-            second_moments=load_hf_optimizer_state(model, path), owner=suite.owner, n_train=suite.n_train,
-        )  # fmt: skip
+        g = suite_gradients(suite, model, cfg, load_hf_optimizer_state(model, path))
         scores.append(panel_half_scores(g, cfg))
     return combine_score_matrices(scores, checkpoint_set_weights(paths), normalise=True)
 
@@ -351,10 +349,7 @@ def panel_check(
     per: dict[str, list[torch.Tensor]] = {}
     for path in paths:
         model = suite.load(path)
-        g = lever_gradients(
-            model, suite.train_batches, suite.query_batches, default_lm_loss, base, "lm",
-            second_moments=load_hf_optimizer_state(model, path), owner=suite.owner, n_train=suite.n_train,
-        )  # fmt: skip
+        g = suite_gradients(suite, model, base, load_hf_optimizer_state(model, path))
         per.setdefault("no mix", []).append(scores_from_gradients(g, base))
         for alpha in alphas:
             cfg = replace(base, mix_alpha=alpha)

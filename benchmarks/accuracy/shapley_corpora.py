@@ -45,13 +45,17 @@ from benchmarks.accuracy.facts import PROVIDERS, FactSuiteArguments, generate
 from benchmarks.accuracy.levers import (
     LeverConfig,
     checkpoint_set_weights,
-    lever_gradients,
     paired,
     panel_half_scores,
     scores_from_gradients,
     sub_trajectories,
 )
-from benchmarks.accuracy.levers_lm import checkpoint_scores, platform_default_scores, platform_panel_scores
+from benchmarks.accuracy.levers_lm import (
+    checkpoint_scores,
+    platform_default_scores,
+    platform_panel_scores,
+    suite_gradients,
+)
 from benchmarks.accuracy.lm import (
     CHUNK,
     OUT,
@@ -69,7 +73,7 @@ from benchmarks.accuracy.overlap_corpus import (
     provider_names,
 )
 from flows.demo.model import TrainArguments, train_demo_model, train_tokenizer
-from valuation import default_lm_loss, pad_batch, query_batch
+from valuation import pad_batch, query_batch
 from valuation.baselines import tfidf_similarity
 from valuation.combine import combine_score_matrices
 from valuation.evaluate import EvalTask, pro_rata_credit, provider_credit, provider_shapley, shapley_agreement
@@ -306,10 +310,7 @@ def panel_check(
         model = suite.load(path)
         moments = load_hf_optimizer_state(model, path)
         for base_name, base in bases.items():
-            g = lever_gradients(
-                model, suite.train_batches, suite.query_batches, default_lm_loss, base, "lm",
-                second_moments=moments, owner=suite.owner, n_train=suite.n_train,
-            )  # fmt: skip
+            g = suite_gradients(suite, model, base, moments)
             per.setdefault(f"{base_name}, no mix", []).append(scores_from_gradients(g, base))
             for alpha in alphas:
                 cfg = replace(base, mix_alpha=alpha)
